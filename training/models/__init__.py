@@ -1,0 +1,97 @@
+"""Model registry: ``model_type`` -> model, built from the training-args dict.
+
+Adding a model type is one ``MODEL_REGISTRY`` entry (and its name in ``config.MODEL_TYPES`` so the
+CLI offers it). A ``ModelEntry`` reads the model's hyperparameters straight from its constructor
+signature: each keyword argument takes ``args[name]``, else the CLI default
+(``training.config.DEFAULTS``, for checkpoints written before the option existed), else the
+constructor default. ``model_args`` returns exactly those values, so a checkpoint can store them
+(nanoGPT-style) and ``build_model(model_args(args))`` rebuilds the same architecture.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from training.config import DEFAULTS
+from training.models.base import BONAFIDE, SPOOF, ModelOutput
+from training.models.g3_heatmap import FRONTENDS, G3Heatmap
+from training.models.lcnn import LCNN
+
+__all__ = ["BONAFIDE", "FRONTENDS", "MODEL_REGISTRY", "SPOOF", "G3Heatmap", "LCNN", "ModelEntry",
+           "ModelOutput", "build_model", "model_args"]
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Match the constructor default's type (args may come from JSON, a form, or numpy)."""
+    if default is None or value is None or type(value) is type(default):
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
+            return value.lower() in {"true", "1"}
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    if isinstance(default, int) and not isinstance(value, bool):
+        as_float = float(value)
+        if as_float.is_integer():
+            return int(as_float)
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if isinstance(default, float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registry entry: ``entry(args)`` builds ``cls`` from the args its constructor names."""
+
+    cls: type[nn.Module]
+
+    def kwargs(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name, param in inspect.signature(self.cls.__init__).parameters.items():
+            if name == "self" or param.default is inspect.Parameter.empty:
+                continue
+            value = args[name] if name in args else DEFAULTS.get(name, param.default)
+            out[name] = _coerce(name, value, param.default)
+        return out
+
+    def __call__(self, args: Mapping[str, Any]) -> nn.Module:
+        return self.cls(**self.kwargs(args))
+
+
+MODEL_REGISTRY: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "g3_heatmap": ModelEntry(G3Heatmap),
+    "lcnn": ModelEntry(LCNN),
+}
+
+
+def _as_mapping(args: Mapping[str, Any] | Any) -> Mapping[str, Any]:
+    return args if isinstance(args, Mapping) else vars(args)  # argparse.Namespace too
+
+
+def _model_type(args: Mapping[str, Any]) -> str:
+    name = args.get("model_type", DEFAULTS["model_type"])
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model_type {name!r}; known: {', '.join(sorted(MODEL_REGISTRY))}")
+    return name
+
+
+def build_model(args: Mapping[str, Any] | Any) -> nn.Module:
+    """The model that ``args`` (full training args, or a stored ``model_args`` dict) describes."""
+    args = _as_mapping(args)
+    return MODEL_REGISTRY[_model_type(args)](args)
+
+
+def model_args(args: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """``{"model_type": ..., **constructor hyperparameters}``: plain scalars, safe for checkpoints."""
+    args = _as_mapping(args)
+    name = _model_type(args)
+    entry = MODEL_REGISTRY[name]
+    kwargs = entry.kwargs(args) if isinstance(entry, ModelEntry) else {}
+    return {"model_type": name, **kwargs}
