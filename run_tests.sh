@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command from the README: installs what the tests need, then runs them all.
+# Chromium (Debian's package) drives the real-browser tests; it is installed when missing and
+# this runs as root with apt-get available (as on CI), otherwise those tests report why they skip.
+set -euo pipefail
+cd "$(dirname "$0")"
+python -m pip install -q -r requirements-dev.txt
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+fi
+python -m pytest "$@"

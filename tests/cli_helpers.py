@@ -1,0 +1,70 @@
+"""Running the real CLI in tests: as a subprocess (exit codes, signals) or in-process (speed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The smallest real runs: lcnn on 32 one-quarter-second synthetic clips.
+TINY = ["--model_type", "lcnn", "--train_size", "32", "--val_size", "16", "--clip_samples", "4000",
+        "--batch_size", "8", "--lr", "0.001"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def run_main(args: list[str], cwd: Path, timeout: float = 300) -> Result:
+    """``python main.py ARGS`` in ``cwd`` (so the default ``models/`` lands there)."""
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=child_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_main(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    out = open(log, "wb")
+    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=child_env(),
+                            stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
+
+
+def stop_with(proc: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float = 120) -> int:
+    proc.send_signal(signum)
+    return proc.wait(timeout=timeout)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,228 @@
+"""Command line: ``python main.py ...`` / ``python -m training ...``.
+
+Implements ``shared/spec/CHECKPOINT_GUIDE.md``. The decision of *how* to start is made here and
+handed to the trainer as a ``StartPlan`` (fresh | resume | pretrained):
+
+    no flags / --fresh_start              fresh start (earlier files in the folder are archived)
+    --resume --model_path P               resume P: weights, optimizer, epoch, best EER, RNG
+    --auto_resume                         newest good checkpoint in the folder, else fresh
+    --model_path P [--fresh_start]        weights of P, fresh optimizer, epoch 1
+    --list_checkpoints                    print the folder's checkpoints and exit
+
+Exit codes: 0 done (also "nothing left to train"), 1 error while training, 2 usage error or
+unusable --model_path, 3 experiment folder busy, 130/143 stopped by SIGINT/SIGTERM after saving.
+
+This module imports torch only when a run starts: ``--list_checkpoints`` reads metadata only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS
+from training.naming import experiment_dir, experiment_name
+
+EXIT_USAGE = 2
+EXIT_BUSY = 3
+# Keys that define the network's shape: a pretrained start takes them from the weights' file
+# unless the command line sets them, since other values could not load those weights.
+ARCHITECTURE_KEYS = ("model_type", "group_size", "use_contrastive")
+
+
+class UsageError(Exception):
+    """A wrong flag combination or unusable input; exit code 2."""
+
+
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The parser, generated from ``training.config.OPTIONS``.
+
+    With ``suppress_defaults`` only the options actually typed appear in the namespace: that is
+    how a resume tells "the user asked for lr 1e-4" from "lr was left at its default".
+    """
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="Train an audio anti-spoofing model with exact checkpoint management.",
+        argument_default=argparse.SUPPRESS if suppress_defaults else None)
+    for opt in OPTIONS:
+        default = argparse.SUPPRESS if suppress_defaults else opt.default
+        if opt.kind is bool:
+            parser.add_argument(f"--{opt.name}", action="store_true", help=opt.help,
+                                default=argparse.SUPPRESS if suppress_defaults else False)
+        else:
+            parser.add_argument(f"--{opt.name}", type=opt.kind, default=default, choices=opt.choices,
+                                help=f"{opt.help} (default: {opt.default})")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[dict[str, Any], set[str]]:
+    """(all options with defaults filled, names of the options given on the command line)."""
+    args = vars(build_parser().parse_args(argv))
+    explicit = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
+    return args, explicit
+
+
+def check_combinations(args: dict[str, Any]) -> None:
+    """The guide's invalid combinations, plus the ones it leaves implicit."""
+    if args["resume"] and args["fresh_start"]:
+        raise UsageError("--resume and --fresh_start cannot be used together: cannot use both flags")
+    if args["resume"] and not args["model_path"]:
+        raise UsageError("--resume requires a checkpoint path: add --model_path path/to/checkpoint.pth")
+    if args["auto_resume"] and (args["resume"] or args["fresh_start"]):
+        other = "--resume" if args["resume"] else "--fresh_start"
+        raise UsageError(f"--auto_resume and {other} cannot be used together: auto-resume decides itself")
+    if args["auto_resume"] and args["model_path"]:
+        raise UsageError("--auto_resume finds the checkpoint itself: drop --model_path, or use --resume --model_path")
+    for name in ("num_epochs", "batch_size", "group_size", "train_size", "val_size", "clip_samples"):
+        if args[name] is not None and args[name] < 1:
+            raise UsageError(f"--{name} must be at least 1, got {args[name]}")
+    if args["keep_last"] is not None and args["keep_last"] < 1:
+        raise UsageError(f"--keep_last must be at least 1, got {args['keep_last']}")
+    if args["lr"] <= 0:
+        raise UsageError(f"--lr must be positive, got {args['lr']}")
+
+
+# --- --list_checkpoints (no torch) ---------------------------------------------------------------
+
+def list_checkpoints(args: dict[str, Any]) -> int:
+    from training.ckpt_reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
+
+    folder = experiment_dir(args)
+    if not folder.is_dir():
+        print(f"No experiment folder {folder}: nothing to list.", file=sys.stderr)
+        root = Path(args["models_root"])
+        if args.get("comment") and root.is_dir():
+            similar = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.endswith(f"_{args['comment']}"))
+            if similar:
+                print("Folders with this comment: " + ", ".join(similar)
+                      + " (pass the matching --model_type/--num_epochs/... to list one)", file=sys.stderr)
+        return EXIT_USAGE
+    infos = [read_checkpoint_info(p) for p in list_checkpoint_files(folder)]
+    print(format_checkpoint_listing(folder, infos))
+    return 0
+
+
+# --- deciding how to start -------------------------------------------------------------------------
+
+def hyperparameter_warnings(checkpoint_args: dict[str, Any], args: dict[str, Any], explicit: set[str],
+                            path: Path) -> list[str]:
+    """One line per differing key: old -> new, and which value is used."""
+    lines = []
+    for opt in OPTIONS:
+        key = opt.name
+        if key in ACTION_OPTIONS:
+            continue
+        if key not in checkpoint_args:
+            if key in explicit:
+                lines.append(f"Warning: {path.name} predates --{key}; using {args[key]!r}")
+            continue
+        old, new = checkpoint_args[key], args[key]
+        if old != new and not (isinstance(old, float) and isinstance(new, float) and abs(old - new) <= 1e-12 * abs(old)):
+            source = "from the command line" if key in explicit else "the default"
+            lines.append(f"Warning: hyperparameter {key} differs from the checkpoint: {old!r} -> {new!r} "
+                         f"(using {new!r}, {source})")
+    return lines
+
+
+def _merge(base: dict[str, Any], cli: dict[str, Any], explicit: set[str], keys: Any) -> dict[str, Any]:
+    merged = dict(cli)
+    for key in keys:
+        if key not in explicit and key not in ACTION_OPTIONS and key in base:
+            merged[key] = base[key]
+    return merged
+
+
+def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:
+    """Returns (effective args, StartPlan). Raises UsageError for an unusable --model_path."""
+    from training.store import CheckpointError, find_latest_good_checkpoint, read_checkpoint_file
+    from training.trainer import StartPlan
+
+    if args["model_path"]:
+        path = Path(args["model_path"])
+        try:
+            loaded = read_checkpoint_file(path)
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
+        stored = dict(loaded.full.get("args") or {}) if loaded.full else {}
+        if isinstance(stored, argparse.Namespace):
+            stored = vars(stored)
+        if args["resume"] and loaded.is_full:
+            effective = _merge(stored, args, explicit, DEFAULTS)
+            for line in hyperparameter_warnings(stored, effective, explicit, path):
+                print(line)
+            note = (f"Resuming from {path}: epoch {loaded.full['epoch']} completed"
+                    + (f" (+{loaded.full['step_in_epoch']} steps)" if loaded.full.get("step_in_epoch") else "")
+                    + _best_note(loaded.full))
+            return effective, StartPlan("resume", loaded, note)
+        if args["resume"]:
+            print(f"Warning: {path} holds weights only (a legacy file): the optimizer state and epoch "
+                  "cannot be restored; loading the weights and starting at epoch 1")
+        effective = _merge(stored, args, explicit, ARCHITECTURE_KEYS)
+        if stored:
+            for line in hyperparameter_warnings(stored, effective, explicit, path):
+                print(line)
+        return effective, StartPlan("pretrained", loaded,
+                                    f"Loaded weights from {path}; fresh optimizer, starting at epoch 1")
+    if args["auto_resume"]:
+        folder = experiment_dir(args)
+        loaded = find_latest_good_checkpoint(folder, print) if folder.is_dir() else None
+        if loaded is None:
+            return args, StartPlan("fresh", None, f"Auto-resume: no usable checkpoint in {folder}; starting fresh")
+        stored = dict(loaded.full.get("args") or {})
+        effective = _merge(stored, args, explicit, DEFAULTS)
+        for line in hyperparameter_warnings(stored, effective, explicit, loaded.path):
+            print(line)
+        return effective, StartPlan("resume", loaded, f"Auto-resume: resuming from {loaded.path}: epoch "
+                                    f"{loaded.full['epoch']} completed" + _best_note(loaded.full))
+    return args, StartPlan("fresh", None, "")
+
+
+def _best_note(ckpt: dict[str, Any]) -> str:
+    best = ckpt.get("best_val_eer")
+    return f", best val EER {best:.2f}% (epoch {ckpt.get('best_epoch')})" if isinstance(best, (int, float)) else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, explicit = parse_args(argv)  # argparse itself exits 2 on unknown flags or bad values
+        check_combinations(args)
+        if args["list_checkpoints"]:
+            return list_checkpoints(args)
+        if args["device"] == "cuda":
+            import torch
+            if not torch.cuda.is_available():
+                raise UsageError("--device cuda: no CUDA device is available")
+        effective, plan = plan_run(args, explicit)
+        return _train(effective, plan)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        print(f"Aborted ({exc or 'interrupted'}); checkpoints already on disk are intact.", file=sys.stderr)
+        return 130
+
+
+def _train(args: dict[str, Any], plan: Any) -> int:
+    from training.data import DataError
+    from training.lock import ExperimentBusy
+    from training.store import CheckpointError, DiskSpaceError
+    from training.trainer import Trainer
+
+    try:
+        return Trainer(args, plan).run()
+    except ExperimentBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DiskSpaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except CheckpointError as exc:  # e.g. weights that do not fit the model
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+__all__ = ["main", "build_parser", "parse_args", "plan_run", "experiment_name"]

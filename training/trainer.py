@@ -1,0 +1,572 @@
+"""The training loop, and everything a checkpoint must hold for an exact resume.
+
+One class, small ``_setup_*`` methods, one obvious path (after torchtune's recipes)::
+
+    Trainer(args, plan).run()  ->  exit code
+
+``plan`` says how to begin (``StartPlan``: fresh, resume, or pretrained weights); the CLI
+decides it. Exact resume means: training N epochs straight, or k epochs, being killed, and
+resuming to N, gives bit-identical weights and metrics on the CPU. That needs, besides model and
+optimizer: the python / numpy / torch (and CUDA) RNG states, the LR scheduler and AMP scaler,
+the best EER and history, and the data order. The order of epoch ``e`` is a permutation drawn
+from a generator seeded with (seed, e), so it needs no state beyond the position inside the
+epoch, which a mid-epoch (SIGTERM) checkpoint stores together with the epoch's running sums.
+
+Signals: the first SIGTERM or SIGINT asks the loop to stop; it finishes the current step, saves
+``checkpoint_interrupt[_comment].pth`` (which resumes at the next step), and exits 143 / 130.
+A second signal aborts at once; every checkpoint already on disk is intact either way.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from training.ckpt_reader import checkpoint_meta, list_checkpoint_files, read_checkpoint_info, sidecar_path
+from training.data import build_datasets
+from training.lock import ExperimentLock
+from training.losses import build_criterion
+from training.metrics import compute_eer
+from training.models import build_model
+from training.naming import (
+    best_checkpoint_name,
+    epoch_checkpoint_name,
+    experiment_dir,
+    experiment_name,
+    interrupt_checkpoint_name,
+    parse_checkpoint_name,
+)
+from training.store import (
+    CheckpointWriter,
+    LoadedCheckpoint,
+    link_or_copy,
+    remove_checkpoint,
+    save_checkpoint,
+    snapshot_to_cpu,
+    state_nbytes,
+)
+
+CHECKPOINT_FORMAT = 1
+LOG_NAME = "training_log.csv"
+LOG_COLUMNS = ("epoch", "train_loss", "train_eer", "val_loss", "val_acc", "val_eer", "best_val_eer",
+               "lr", "epoch_seconds", "timestamp", "experiment")
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class TrainingStopped(Exception):
+    """Raised after a signal once the resumable checkpoint is on disk."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclass
+class StartPlan:
+    """How a run begins. ``mode``: fresh | resume | pretrained (nanoGPT's ``init_from``)."""
+
+    mode: str
+    source: LoadedCheckpoint | None = None
+    note: str = ""  # why this plan was chosen, printed once
+
+
+# --- RNG state ---------------------------------------------------------------------------------
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every RNG the loop can touch, in a form ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled batches of ``epoch``: a pure function of (seed, epoch), so resume needs no sampler state."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers share the trainer's process group, so a Stop's SIGTERM reaches them
+    too; only the trainer acts on it (it saves, then shuts the workers down itself)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def collate(batch: list[tuple[torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    waves, labels, _ = zip(*batch)
+    return torch.stack(waves), torch.tensor(labels, dtype=torch.long)
+
+
+# --- per-epoch sums ------------------------------------------------------------------------------
+
+@dataclass
+class EpochSums:
+    """Running sums of one pass; kept as tensors on the device (no per-step host sync)."""
+
+    loss_sum: torch.Tensor | None = None
+    count: int = 0
+    scores: list[torch.Tensor] = field(default_factory=list)  # bonafide log-probabilities
+    labels: list[torch.Tensor] = field(default_factory=list)
+    correct: int = 0
+
+    def add(self, loss: torch.Tensor, log_probs: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.shape[0]
+        weighted = loss.detach().float() * n
+        self.loss_sum = weighted if self.loss_sum is None else self.loss_sum + weighted
+        self.count += n
+        self.scores.append(log_probs[:, 1].detach().float())
+        self.labels.append(labels.detach())
+
+    def state(self) -> dict[str, Any]:
+        """What a mid-epoch checkpoint stores to continue these sums exactly."""
+        return {"loss_sum": None if self.loss_sum is None else self.loss_sum.cpu(), "count": self.count,
+                "scores": torch.cat(self.scores).cpu() if self.scores else torch.zeros(0),
+                "labels": torch.cat(self.labels).cpu() if self.labels else torch.zeros(0, dtype=torch.long)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> "EpochSums":
+        sums = cls(count=int(state["count"]))
+        if state["loss_sum"] is not None:
+            sums.loss_sum = state["loss_sum"].to(device)
+        if state["scores"].numel():
+            sums.scores = [state["scores"].to(device)]
+            sums.labels = [state["labels"].to(device)]
+        return sums
+
+    def summary(self) -> dict[str, float]:
+        scores = torch.cat(self.scores).cpu().numpy()
+        labels = torch.cat(self.labels).cpu().numpy()
+        out = {"loss": float(self.loss_sum.item()) / max(self.count, 1)}
+        bona, spoof = scores[labels == 1], scores[labels == 0]
+        out["eer"] = 100.0 * compute_eer(bona, spoof)[0] if len(bona) and len(spoof) else float("nan")
+        # Accuracy: argmax of the two log-probabilities is "bonafide score > spoof score";
+        # with log-softmax that is log p(bonafide) > log(0.5).
+        out["acc"] = 100.0 * float(((scores > np.log(0.5)) == (labels == 1)).mean())
+        return out
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+
+class Trainer:
+    """Trains one experiment folder; ``run()`` returns the process exit code."""
+
+    def __init__(self, args: dict[str, Any], plan: StartPlan, echo: Callable[[str], None] = print):
+        self.args = args
+        self.plan = plan
+        self.echo = echo
+        self.name = experiment_name(args)
+        self.exp_dir = experiment_dir(args)
+        self.comment = args.get("comment")
+        self.epoch = 0                # completed epochs
+        self.resume_step = 0          # batches already done of epoch self.epoch + 1
+        self.resume_sums: dict[str, Any] | None = None
+        self.best_val_eer = float("inf")
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self.lineage: dict[str, Any] | None = None
+        self.protected: set[Path] = set()  # never pruned: the checkpoint this run resumed from
+        self.writer = CheckpointWriter(background=True)
+        self._stop_signal: int | None = None
+        self._last_size = 0
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _setup_device(self) -> None:
+        wanted = self.args.get("device", "auto")
+        use_cuda = wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available())
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.amp = bool(self.args.get("amp")) and self.device.type == "cuda"
+
+    def _setup_determinism(self) -> None:
+        # Exact resume is checked on the CPU; on CUDA some kernels have no deterministic
+        # version, so there we only warn instead of failing.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
+        torch.backends.cudnn.benchmark = False
+        seed_everything(int(self.args["seed"]))
+
+    def _setup_data(self) -> None:
+        self.train_set, self.val_set = build_datasets(self.args)
+
+    def _setup_model(self) -> None:
+        self.model = build_model(self.args).to(self.device)
+        self.criterion = build_criterion(self.args)
+        if self.plan.source is not None:
+            self._load_weights(self.plan.source)
+
+    def _load_weights(self, source: LoadedCheckpoint) -> None:
+        from training.store import CheckpointError
+
+        result = self.model.load_state_dict(source.model_state, strict=False)
+        # A pretrained start may add auxiliary heads the source lacked (e.g. the contrastive
+        # projection); anything else missing or unexpected means the file is another model.
+        optional = ("projector",) if self.plan.mode == "pretrained" else ()
+        missing = [k for k in result.missing_keys if not k.startswith(optional)] if optional else result.missing_keys
+        if missing or result.unexpected_keys:
+            detail = []
+            if missing:
+                detail.append(f"missing {len(missing)} weights (e.g. {missing[0]})")
+            if result.unexpected_keys:
+                detail.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
+            raise CheckpointError(f"{source.path}: does not fit model {self.args['model_type']} "
+                                  f"with these arguments: {', '.join(detail)}")
+
+    def _setup_optimizer(self) -> None:
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.args["lr"]),
+                                          weight_decay=float(self.args["weight_decay"]))
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(self.args["num_epochs"]))
+                          if self.args.get("scheduler") == "cosine" else None)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+
+    def _restore(self) -> None:
+        """Continue a full checkpoint: optimizer, schedule, counters, RNG, data position."""
+        source = self.plan.source
+        if self.plan.mode != "resume" or source is None or source.full is None:
+            if source is not None:
+                self.lineage = {"mode": "pretrained", "parent_experiment": source.path.parent.name,
+                                "parent_checkpoint": str(source.path)}
+            return
+        ckpt = source.full
+        self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        for group in self.optimizer.param_groups:  # the command line's lr / weight decay win
+            group["lr"] = float(self.args["lr"])
+            group["weight_decay"] = float(self.args["weight_decay"])
+        if self.scheduler is not None and ckpt.get("scheduler_state_dict"):
+            self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+            self.scheduler.T_max = int(self.args["num_epochs"])
+        if self.scaler is not None and ckpt.get("scaler_state_dict"):
+            self.scaler.load_state_dict(ckpt["scaler_state_dict"])
+        self.epoch = int(ckpt["epoch"])
+        self.best_val_eer = float(ckpt.get("best_val_eer", float("inf")))
+        self.best_epoch = ckpt.get("best_epoch")
+        self.history = [dict(row) for row in ckpt.get("history", [])]
+        if ckpt.get("partial") is not None:
+            self.resume_step = int(ckpt.get("step_in_epoch", 0))
+            self.resume_sums = ckpt["partial"]
+        if ckpt.get("rng_state") is not None:
+            restore_rng_state(ckpt["rng_state"])
+        same_folder = source.path.parent.resolve() == self.exp_dir.resolve()
+        self.lineage = ckpt.get("lineage") if same_folder else {
+            "mode": "resume", "parent_experiment": source.path.parent.name,
+            "parent_checkpoint": str(source.path), "parent_epoch": self.epoch}
+        if same_folder:
+            self.protected.add(source.path.resolve())
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        target = int(self.args["num_epochs"])
+        with ExperimentLock(self.exp_dir):
+            self._setup_device()
+            self._setup_determinism()
+            self._setup_data()
+            self._setup_model()
+            self._setup_optimizer()
+            self._restore()
+            if self.plan.note:
+                self.echo(self.plan.note)
+            if self.epoch >= target:
+                self.echo(f"Checkpoint is at epoch {self.epoch} and --num_epochs is {target}: nothing left "
+                          f"to train. Raise --num_epochs to train further.")
+                return 0
+            self._prepare_folder()
+            self.echo(f"Training {self.name} on {self.device}: epochs {self.epoch + 1}-{target} "
+                      f"({len(self.train_set)} train / {len(self.val_set)} val clips) -> {self.exp_dir}")
+            try:
+                with self._signals_handled():
+                    self._train(target)
+            except TrainingStopped as stop:
+                self.echo(str(stop))
+                return EXIT_SIGNAL[stop.signum]
+            finally:
+                self.writer.wait()
+        best = f"{self.best_val_eer:.2f}% (epoch {self.best_epoch})" if self.best_epoch else "n/a"
+        self.echo(f"Done: {target} epochs in {self.exp_dir}; best val EER {best}")
+        return 0
+
+    def _train(self, target: int) -> None:
+        while self.epoch < target:
+            epoch = self.epoch + 1
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train = self._train_epoch(epoch)
+            val = self._validate()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.epoch = epoch
+            improved = val["eer"] < self.best_val_eer
+            if improved:
+                self.best_val_eer, self.best_epoch = val["eer"], epoch
+            row = {"epoch": epoch, "train_loss": train["loss"], "train_eer": train["eer"],
+                   "val_loss": val["loss"], "val_acc": val["acc"], "val_eer": val["eer"],
+                   "best_val_eer": self.best_val_eer, "lr": lr,
+                   "epoch_seconds": round(time.perf_counter() - started, 3), "timestamp": time.time(),
+                   "experiment": self.name}
+            self.history.append(row)
+            self.save_checkpoint(row, improved)
+            self.echo(f"Epoch {epoch}/{target}  train loss {train['loss']:.4f} EER {train['eer']:.2f}%  "
+                      f"val loss {val['loss']:.4f} acc {val['acc']:.2f}% EER {val['eer']:.2f}%  "
+                      f"best {self.best_val_eer:.2f}% (epoch {self.best_epoch})  [{row['epoch_seconds']:.1f}s]"
+                      + ("  * new best" if improved else ""))
+            if self._stop_signal is not None:
+                self.writer.wait()
+                raise TrainingStopped(self._stop_signal, self._stopped_message(epoch, 0, self._epoch_path(epoch)))
+
+    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
+        # A private generator: creating an iterator must not draw from the global torch RNG,
+        # or a resumed epoch would see a different dropout stream than an uninterrupted one.
+        workers = int(self.args.get("num_workers") or 0)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
+                          generator=torch.Generator(), pin_memory=self.device.type == "cuda",
+                          worker_init_fn=_ignore_stop_signals if workers else None)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        batches = epoch_batches(len(self.train_set), int(self.args["batch_size"]), int(self.args["seed"]), epoch)
+        start = self.resume_step
+        sums = EpochSums.from_state(self.resume_sums, self.device) if self.resume_sums else EpochSums()
+        self.resume_step, self.resume_sums = 0, None
+        bar = tqdm(self._loader(self.train_set, batches[start:]), total=len(batches), initial=start,
+                   desc=f"Epoch {epoch}", leave=False, dynamic_ncols=True, file=sys.stderr)
+        for step, (x, y) in enumerate(bar, start=start + 1):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            loss, log_probs = self._step(x, y)
+            sums.add(loss, log_probs, y)
+            if self._stop_signal is not None and step < len(batches):
+                bar.close()
+                self._save_interrupt(epoch, step, sums)
+        bar.close()
+        return sums.summary()
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            output = self.model(x)
+            loss, _ = self.criterion(output, y)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss, output.log_probs
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        self.model.eval()
+        batch_size = int(self.args["batch_size"])
+        order = list(range(len(self.val_set)))
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        sums = EpochSums()
+        for x, y in self._loader(self.val_set, batches):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                output = self.model(x)
+                loss, _ = self.criterion(output, y)
+            sums.add(loss, output.log_probs, y)
+        return sums.summary()
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _checkpoint(self, step_in_epoch: int = 0, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {
+            "format_version": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "step_in_epoch": step_in_epoch,
+            "model_state_dict": self.model.state_dict(),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "scheduler_state_dict": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler_state_dict": self.scaler.state_dict() if self.scaler else None,
+            **{k: last.get(k) for k in ("train_loss", "train_eer", "val_loss", "val_acc", "val_eer")},
+            "best_val_eer": self.best_val_eer if self.best_epoch else None,
+            "best_epoch": self.best_epoch,
+            "args": dict(self.args),
+            "experiment": self.name,
+            "history": [dict(row) for row in self.history],
+            "lineage": self.lineage,
+            "rng_state": capture_rng_state(),
+            "partial": partial,
+            "saved_at": time.time(),
+        }
+
+    def _epoch_path(self, epoch: int) -> Path:
+        return self.exp_dir / epoch_checkpoint_name(epoch, self.comment)
+
+    def save_checkpoint(self, row: dict[str, Any], improved: bool) -> None:
+        """Snapshot now (the loop is blocked only for this copy); write in the background."""
+        state = snapshot_to_cpu(self._checkpoint())
+        path = self._epoch_path(self.epoch)
+        best = self.exp_dir / best_checkpoint_name(self.comment)
+        expected = self._last_size or state_nbytes(state)
+
+        def write() -> None:
+            self._last_size, digest = save_checkpoint(state, path, expected_size=expected)
+            if improved:
+                link_or_copy(path, best, digest, checkpoint_meta(state))
+            self._append_log(row)
+            self._remove_stale_interrupt()
+            self._prune()
+
+        self.writer.submit(write)
+
+    def _save_interrupt(self, epoch: int, step: int, sums: EpochSums) -> None:
+        self.writer.wait()
+        path = self.exp_dir / interrupt_checkpoint_name(self.comment)
+        save_checkpoint(snapshot_to_cpu(self._checkpoint(step, sums.state())), path)
+        raise TrainingStopped(self._stop_signal or signal.SIGTERM, self._stopped_message(epoch, step, path))
+
+    def _stopped_message(self, epoch: int, step: int, path: Path) -> str:
+        name = signal.Signals(self._stop_signal or signal.SIGTERM).name
+        where = f"in epoch {epoch} after step {step}" if step else f"after epoch {epoch}"
+        return (f"Stopped by {name} {where}: saved {path}. Continue with --auto_resume "
+                f"(or --resume --model_path {path}).")
+
+    def _remove_stale_interrupt(self) -> None:
+        stale = self.exp_dir / interrupt_checkpoint_name(self.comment)
+        if stale.exists():
+            info = read_checkpoint_info(stale)
+            if info.epoch is None or info.epoch < self.epoch:
+                remove_checkpoint(stale)
+
+    def _prune(self) -> None:
+        """``--keep_last K``: after a save is complete, drop older epoch checkpoints, never protected ones."""
+        keep = self.args.get("keep_last")
+        if not keep:
+            return
+        epochs = sorted(((parse_checkpoint_name(p.name).epoch, p) for p in list_checkpoint_files(self.exp_dir)
+                         if parse_checkpoint_name(p.name).role == "epoch"), key=lambda e: e[0])
+        protected = set(self.protected)
+        if epochs:
+            protected.add(epochs[-1][1].resolve())  # the newest
+        if self.best_epoch:
+            protected.add(self._epoch_path(self.best_epoch).resolve())
+        for _, path in epochs[:-int(keep)] if len(epochs) > int(keep) else []:
+            if path.resolve() not in protected:
+                remove_checkpoint(path)
+
+    def _append_log(self, row: dict[str, Any]) -> None:
+        log = self.exp_dir / LOG_NAME
+        new = not log.exists()
+        with open(log, "a", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+            if new:
+                out.writeheader()
+            out.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _prepare_folder(self) -> None:
+        """Move aside files this run would overwrite (never delete them); restore missing log rows.
+
+        A fresh run archives the folder's earlier run. A resumed run archives checkpoints past
+        its starting point: a branch it abandons, or corrupt files auto-resume skipped.
+        """
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        if self.plan.mode != "resume":
+            self._archive([p for p in self.exp_dir.iterdir() if p.suffix == ".pth" or p.name == LOG_NAME],
+                          "Fresh start: the folder had an earlier run")
+            return
+        here = (self.epoch, self.resume_step)
+        ahead = []
+        for path in list_checkpoint_files(self.exp_dir):
+            if path.resolve() in self.protected:
+                continue
+            info = read_checkpoint_info(path)
+            progress = (info.epoch, info.step_in_epoch) if info.epoch is not None else None
+            named = parse_checkpoint_name(path.name)
+            # Unreadable files are judged by their name: would this run write a file of that name?
+            unreadable_in_the_way = progress is None and ((named.epoch or 0) > self.epoch or named.role in ("best", "interrupt"))
+            if unreadable_in_the_way or (progress is not None and progress > here):
+                ahead.append(path)
+        self._archive(ahead, f"Resuming at epoch {self.epoch}: checkpoints past it would be overwritten")
+        # A kill between a checkpoint and its log row leaves the row missing: add it back.
+        logged = set()
+        log = self.exp_dir / LOG_NAME
+        if log.exists():
+            with open(log, newline="") as f:
+                logged = {row.get("epoch") for row in csv.DictReader(f)}
+        for row in self.history:
+            if row.get("experiment", self.name) == self.name and str(row["epoch"]) not in logged:
+                self._append_log(row)
+
+    def _archive(self, files: list[Path], why: str) -> None:
+        if not files:
+            return
+        archive = self.exp_dir / "archive" / time.strftime("%Y%m%d-%H%M%S")
+        archive.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            sidecar = sidecar_path(path)
+            if sidecar.exists():
+                shutil.move(str(sidecar), archive / sidecar.name)
+            shutil.move(str(path), archive / path.name)
+        names = ", ".join(p.name for p in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        self.echo(f"{why}; moved {names} to {archive} (nothing deleted)")
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def _signals_handled(self) -> "_SignalScope":
+        return _SignalScope(self)
+
+
+class _SignalScope:
+    """First SIGTERM/SIGINT: stop after the current step and save. Second: abort now."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.trainer._stop_signal is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting without saving")
+        self.trainer._stop_signal = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing the current step and saving "
+              "(send again to abort without saving)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "_SignalScope":
+        for signum in EXIT_SIGNAL:
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
