@@ -209,20 +209,15 @@ def _train(args: dict[str, Any], plan: Any) -> int:
     from training.store import CheckpointError, DiskSpaceError
     from training.trainer import Trainer
 
+    # Each failure prints one line; the type decides the exit code (DiskSpaceError before its
+    # base class CheckpointError: a full disk is a runtime error, an unfitting file a usage error).
+    exit_codes = ((ExperimentBusy, EXIT_BUSY), (DataError, EXIT_USAGE), (DiskSpaceError, 1),
+                  (CheckpointError, EXIT_USAGE))
     try:
         return Trainer(args, plan).run()
-    except ExperimentBusy as exc:
+    except tuple(kind for kind, _ in exit_codes) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BUSY
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except DiskSpaceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except CheckpointError as exc:  # e.g. weights that do not fit the model
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return next(code for kind, code in exit_codes if isinstance(exc, kind))
 
 
 __all__ = ["main", "build_parser", "parse_args", "plan_run", "experiment_name"]
