@@ -1,0 +1,1 @@
+"""Dashboard pages (one file per screen) and the widgets they share (``common``)."""
