@@ -7,12 +7,14 @@ temporary working directory, so the default ``models/`` folder is the guide's.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from cli_helpers import TINY, load, run_main, same_weights, start_main, stop_with, wait_for
+from cli_helpers import TINY, child_env, load, run_main, same_weights, start_main, stop_with, wait_for
 from training.ckpt_reader import sidecar_path
 from training.naming import experiment_name
 
@@ -279,3 +281,12 @@ def test_pretrained_weights_that_do_not_fit_exit_2(tmp_path: Path, trained: Path
     result = run_main([*TINY, "--model_type", "g3_heatmap", "--model_path", str(source), "--num_epochs", "1"], tmp_path)
     assert result.code == 2
     assert str(source) in result.err and "does not fit" in result.err
+
+
+def test_main_py_and_python_m_training_are_the_same_program(tmp_path: Path) -> None:
+    via_main = run_main(["--help"], tmp_path)
+    via_module = subprocess.run([sys.executable, "-m", "training", "--help"], cwd=tmp_path, env=child_env(),
+                                capture_output=True, text=True, timeout=120)
+    assert via_main.code == via_module.returncode == 0
+    assert via_main.out == via_module.stdout  # one parser, one usage text (prog is main.py in both)
+    assert "--auto_resume" in via_main.out and "--list_checkpoints" in via_main.out
