@@ -133,6 +133,17 @@ def _merge(base: dict[str, Any], cli: dict[str, Any], explicit: set[str], keys: 
     return merged
 
 
+def _merge_and_warn(stored: dict[str, Any], args: dict[str, Any], explicit: set[str], keys: Any,
+                    path: Path) -> dict[str, Any]:
+    """The checkpoint's values for ``keys`` the command line did not set; one warning per key that
+    still differs from the checkpoint."""
+    effective = _merge(stored, args, explicit, keys)
+    if stored:
+        for line in hyperparameter_warnings(stored, effective, explicit, path):
+            print(line)
+    return effective
+
+
 def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:
     """Returns (effective args, StartPlan). Raises UsageError for an unusable --model_path."""
     from training.store import CheckpointError, find_latest_good_checkpoint, read_checkpoint_file
@@ -148,9 +159,7 @@ def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], 
         if isinstance(stored, argparse.Namespace):
             stored = vars(stored)
         if args["resume"] and loaded.is_full:
-            effective = _merge(stored, args, explicit, DEFAULTS)
-            for line in hyperparameter_warnings(stored, effective, explicit, path):
-                print(line)
+            effective = _merge_and_warn(stored, args, explicit, DEFAULTS, path)
             note = (f"Resuming from {path}: epoch {loaded.full['epoch']} completed"
                     + (f" (+{loaded.full['step_in_epoch']} steps)" if loaded.full.get("step_in_epoch") else "")
                     + _best_note(loaded.full))
@@ -158,10 +167,7 @@ def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], 
         if args["resume"]:
             print(f"Warning: {path} holds weights only (a legacy file): the optimizer state and epoch "
                   "cannot be restored; loading the weights and starting at epoch 1")
-        effective = _merge(stored, args, explicit, ARCHITECTURE_KEYS)
-        if stored:
-            for line in hyperparameter_warnings(stored, effective, explicit, path):
-                print(line)
+        effective = _merge_and_warn(stored, args, explicit, ARCHITECTURE_KEYS, path)
         return effective, StartPlan("pretrained", loaded,
                                     f"Loaded weights from {path}; fresh optimizer, starting at epoch 1")
     if args["auto_resume"]:
@@ -170,9 +176,7 @@ def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], 
         if loaded is None:
             return args, StartPlan("fresh", None, f"Auto-resume: no usable checkpoint in {folder}; starting fresh")
         stored = dict(loaded.full.get("args") or {})
-        effective = _merge(stored, args, explicit, DEFAULTS)
-        for line in hyperparameter_warnings(stored, effective, explicit, loaded.path):
-            print(line)
+        effective = _merge_and_warn(stored, args, explicit, DEFAULTS, loaded.path)
         return effective, StartPlan("resume", loaded, f"Auto-resume: resuming from {loaded.path}: epoch "
                                     f"{loaded.full['epoch']} completed" + _best_note(loaded.full))
     return args, StartPlan("fresh", None, "")
