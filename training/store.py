@@ -147,6 +147,23 @@ def read_checkpoint_file(path: Path | str, expected_sha256: str | None = None) -
     return interpret_checkpoint(path, load_checkpoint(path, data))
 
 
+def verify_zip_records(path: Path) -> None:
+    """Check the CRC-32 of every record of a zip-format checkpoint; ``torch.load`` does not, so a
+    file with flipped bytes in its tensor data loads silently. This is the integrity check for a
+    file no sidecar checksum vouches for. Legacy (non-zip) files carry no checksums to check."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # zipfile raises several types for damaged archives
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt: the checksum of {bad} does not match (bytes changed on disk)")
+
+
 # --- saving ----------------------------------------------------------------------------------
 
 class _HashingWriter:
@@ -247,6 +264,25 @@ def remove_checkpoint(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+# Temporary names of interrupted saves: ``.X.pth.tmp-PID`` (atomic_save, link_or_copy) and
+# ``.X.pth.meta.json.tmp.PID.HEX`` (the sidecar writer).
+_STALE_TEMP = re.compile(r"^\..+\.pth(?:\.meta\.json)?\.tmp[-.]\d+")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed saves left in ``folder`` and return them.
+
+    A process killed inside a save cannot clean up after itself, and each leftover is as large
+    as a checkpoint. Call this only while holding the folder's lock: then no save is in flight.
+    """
+    removed = []
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if _STALE_TEMP.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def snapshot_to_cpu(obj: Any) -> Any:
     """A deep copy in which every tensor is a fresh CPU copy, so training can go on mutating."""
     if isinstance(obj, torch.Tensor):
@@ -283,6 +319,32 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.last_blocked_s = 0.0
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def snapshot(self, obj: Any) -> Any:
+        """Like ``snapshot_to_cpu``, but into CPU buffers kept from the previous save.
+
+        Fresh allocations of a checkpoint's size cost as much in page faults as the copy itself
+        (about what a plain ``torch.save`` costs), so after the first save the loop only pays for
+        a memory copy. The buffers hold the previous save's bytes, so this waits for it first.
+        """
+        self.wait()
+        return self._copy(obj, ())
+
+    def _copy(self, obj: Any, key: tuple) -> Any:
+        if isinstance(obj, torch.Tensor):
+            buffer = self._buffers.get(key)
+            if buffer is None or buffer.shape != obj.shape or buffer.dtype != obj.dtype:
+                buffer = torch.empty(obj.shape, dtype=obj.dtype, pin_memory=obj.is_cuda)
+                self._buffers[key] = buffer
+            return buffer.copy_(obj.detach())
+        if isinstance(obj, Mapping):
+            return {k: self._copy(v, (*key, k)) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._copy(v, (*key, i)) for i, v in enumerate(obj)]
+        if isinstance(obj, tuple):
+            return tuple(self._copy(v, (*key, i)) for i, v in enumerate(obj))
+        return obj
 
     def submit(self, task: Callable[[], None]) -> None:
         self.wait()
@@ -341,6 +403,8 @@ def find_latest_good_checkpoint(exp_dir: Path, echo: Callable[[str], None]) -> L
                                i.mtime), reverse=True)
     for info in usable:
         try:
+            if not info.complete:
+                verify_zip_records(info.path)  # no sidecar checksum vouches for its tensor bytes
             loaded = read_checkpoint_file(info.path, expected_sha256=info.sha256 if info.complete else None)
         except CheckpointError as exc:
             echo(f"Auto-resume: skipping {exc}")

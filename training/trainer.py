@@ -36,7 +36,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.ckpt_reader import checkpoint_meta, list_checkpoint_files, read_checkpoint_info, sidecar_path
+from training.ckpt_reader import (checkpoint_meta, file_sha256, list_checkpoint_files, read_checkpoint_info,
+                                  read_checkpoint_object, read_sidecar, sidecar_path)
 from training.data import build_datasets
 from training.lock import ExperimentLock
 from training.losses import build_criterion
@@ -55,6 +56,7 @@ from training.store import (
     LoadedCheckpoint,
     link_or_copy,
     remove_checkpoint,
+    remove_stale_temp_files,
     save_checkpoint,
     snapshot_to_cpu,
     state_nbytes,
@@ -294,6 +296,10 @@ class Trainer:
     def run(self) -> int:
         target = int(self.args["num_epochs"])
         with ExperimentLock(self.exp_dir):
+            leftovers = remove_stale_temp_files(self.exp_dir)  # we hold the lock: no save is in flight
+            if leftovers:
+                self.echo(f"Removed {len(leftovers)} unfinished save(s) of an interrupted run: "
+                          + ", ".join(p.name for p in leftovers))
             self._setup_device()
             self._setup_determinism()
             self._setup_data()
@@ -305,8 +311,11 @@ class Trainer:
             if self.epoch >= target:
                 self.echo(f"Checkpoint is at epoch {self.epoch} and --num_epochs is {target}: nothing left "
                           f"to train. Raise --num_epochs to train further.")
+                self._restore_log_rows()  # the final epoch's save may have been interrupted
+                self._republish_best()
                 return 0
             self._prepare_folder()
+            self._republish_best()
             self.echo(f"Training {self.name} on {self.device}: epochs {self.epoch + 1}-{target} "
                       f"({len(self.train_set)} train / {len(self.val_set)} val clips) -> {self.exp_dir}")
             try:
@@ -433,7 +442,7 @@ class Trainer:
 
     def save_checkpoint(self, row: dict[str, Any], improved: bool) -> None:
         """Snapshot now (the loop is blocked only for this copy); write in the background."""
-        state = snapshot_to_cpu(self._checkpoint())
+        state = self.writer.snapshot(self._checkpoint())  # waits for the previous save (its buffers)
         path = self._epoch_path(self.epoch)
         best = self.exp_dir / best_checkpoint_name(self.comment)
         expected = self._last_size or state_nbytes(state)
@@ -466,6 +475,29 @@ class Trainer:
             info = read_checkpoint_info(stale)
             if info.epoch is None or info.epoch < self.epoch:
                 remove_checkpoint(stale)
+
+    def _republish_best(self) -> None:
+        """On resume, make the best file hold the best epoch the checkpoint records.
+
+        A kill between an improving epoch's checkpoint and the best link that follows it leaves
+        the best file one improvement behind (or missing), and no later epoch may improve to
+        fix it. Only a missing or older, readable best file is replaced; never a corrupt one.
+        """
+        if self.plan.mode != "resume" or not self.best_epoch:
+            return
+        best = self.exp_dir / best_checkpoint_name(self.comment)
+        if best.exists():
+            current = read_checkpoint_info(best)
+            if current.kind != "full" or current.epoch is None or current.epoch >= self.best_epoch:
+                return
+        source = read_checkpoint_info(self._epoch_path(self.best_epoch))
+        if source.kind != "full" or source.epoch != self.best_epoch:
+            return  # pruned or unreadable: nothing to publish
+        # Killed before its sidecar too: hash and describe the file the slow way (rare).
+        meta = read_sidecar(source.path) if source.complete else checkpoint_meta(read_checkpoint_object(source.path))
+        link_or_copy(source.path, best, source.sha256 or file_sha256(source.path), meta)
+        self.echo(f"{best.name} was behind the checkpoint resumed from (an interrupted save): "
+                  f"republished it from {source.path.name}")
 
     def _prune(self) -> None:
         """``--keep_last K``: after a save is complete, drop older epoch checkpoints, never protected ones."""
@@ -506,6 +538,9 @@ class Trainer:
                           "Fresh start: the folder had an earlier run")
             return
         here = (self.epoch, self.resume_step)
+        # Names this run will write: a file holding one is in the way whatever it says it holds
+        # (e.g. a corrupt copy of an older epoch that auto-resume skipped).
+        writes = {epoch_checkpoint_name(e, self.comment) for e in range(self.epoch + 1, int(self.args["num_epochs"]) + 1)}
         ahead = []
         for path in list_checkpoint_files(self.exp_dir):
             if path.resolve() in self.protected:
@@ -515,10 +550,13 @@ class Trainer:
             named = parse_checkpoint_name(path.name)
             # Unreadable files are judged by their name: would this run write a file of that name?
             unreadable_in_the_way = progress is None and ((named.epoch or 0) > self.epoch or named.role in ("best", "interrupt"))
-            if unreadable_in_the_way or (progress is not None and progress > here):
+            if unreadable_in_the_way or (progress is not None and progress > here) or path.name in writes:
                 ahead.append(path)
         self._archive(ahead, f"Resuming at epoch {self.epoch}: checkpoints past it would be overwritten")
-        # A kill between a checkpoint and its log row leaves the row missing: add it back.
+        self._restore_log_rows()
+
+    def _restore_log_rows(self) -> None:
+        """A kill between a checkpoint and its log row leaves the row missing: add it back."""
         logged = set()
         log = self.exp_dir / LOG_NAME
         if log.exists():
