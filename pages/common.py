@@ -18,6 +18,26 @@ MODELS_ROOT_KEY = "models_root"
 SELECTION_PARAM = "exp"
 
 
+def ensure_navigation() -> None:
+    """Make sure ``dashboard.py``'s st.navigation runs; call first on every page.
+
+    With a ``pages/`` folder next to the entry script, a fresh Streamlit server starts in its old
+    pages-directory mode: if its first request is a page URL (a shared ``/curves?exp=...`` link),
+    it runs that page file alone, without ``dashboard.py`` (no sidebar, every file of ``pages/``
+    listed as a page), and stays so until someone opens ``/``. Calling st.navigation switches the
+    mode off; here we switch it off and rerun, so ``dashboard.py`` runs and opens the same page
+    (each ``url_path`` equals its file name, so the page identity is the same in both modes).
+    """
+    from streamlit import config
+    from streamlit.runtime.pages_manager import PagesManager
+
+    # AppTest re-enters that mode on every run (it resets the flag per run), and a rerun there
+    # would drop the clicks under test; it runs the page itself, which is what tests exercise.
+    if PagesManager.uses_pages_directory and not config.get_option("global.appTest"):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def models_root() -> Path:
     """The models root for this session (``--models_root``, ``MODELS_ROOT`` or ``models/``)."""
     if MODELS_ROOT_KEY not in st.session_state:
@@ -33,13 +53,31 @@ def sidebar_models_root() -> Path:
     return models_root()
 
 
+SELECTION_MEMORY_KEY = "_selected_experiments"  # session copy: sidebar navigation drops the query string
+
+
 def selected_experiments() -> list[str]:
-    """Experiment folder names selected on any page (kept in the URL)."""
-    return list(dict.fromkeys(st.query_params.get_all(SELECTION_PARAM)))
+    """Experiment folder names selected on any page (kept in the URL).
+
+    The URL wins (a shared link opens with its selection). Moving to another page through the
+    sidebar clears the query string, so the session keeps a copy and puts it back into the URL.
+    """
+    from_url = list(dict.fromkeys(st.query_params.get_all(SELECTION_PARAM)))
+    if from_url:
+        st.session_state[SELECTION_MEMORY_KEY] = from_url
+        return from_url
+    remembered = list(st.session_state.get(SELECTION_MEMORY_KEY, []))
+    if remembered:
+        st.query_params[SELECTION_PARAM] = remembered
+    return remembered
 
 
 def set_selected_experiments(names: list[str]) -> None:
     """Replace the selection; a no-op when unchanged so it does not trigger a rerun loop."""
     names = list(dict.fromkeys(names))
-    if names != selected_experiments():
-        st.query_params[SELECTION_PARAM] = names
+    st.session_state[SELECTION_MEMORY_KEY] = names
+    if names != list(dict.fromkeys(st.query_params.get_all(SELECTION_PARAM))):
+        if names:
+            st.query_params[SELECTION_PARAM] = names
+        else:
+            st.query_params.pop(SELECTION_PARAM, None)

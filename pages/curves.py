@@ -1,6 +1,98 @@
-"""Placeholder: being built."""
+"""Curves: validation EER, validation accuracy, train/val loss and train EER per epoch for the
+selected experiments, overlaid (one colour per experiment, the same in every chart).
 
+The best epoch of each run is starred; EER charts can use a log axis; optional smoothing (EMA
+with TensorBoard's debiasing) is drawn over the faded raw curve. A run resumed into another
+folder continues its parent's line. Selection (``?exp=``), smoothing (``?smooth=``) and log scale
+(``?log=``) live in the URL. The figures are built by :mod:`training.plots`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
-st.title("curves")
-st.info("This page is being built.")
+from pages.common import ensure_navigation, models_root, selected_experiments, set_selected_experiments
+from training import catalog
+from training.plots import MAX_SMOOTHING, curve_figures
+
+PICKER_KEY = "curves_picker"  # not bound to the URL: the selection is ``?exp=`` (pages/common.py)
+PICKER_WROTE_KEY = "_curves_picker_wrote"  # the selection as the picker last left it
+
+
+# --- data: catalog.experiment_history re-reads a training_log.csv only when its (path, size,
+# mtime) changed, so calling it on every rerun is cheap; no st.cache_data (runs grow while shown).
+
+def load_histories(root: Path, names: list[str]) -> dict[str, pd.DataFrame]:
+    """Each experiment's epochs, its parent's first when it was resumed into a new folder."""
+    return {name: catalog.experiment_history(root, name, follow_lineage=True) for name in names}
+
+
+def load_names(root: Path) -> list[str]:
+    return catalog.list_experiment_names(root)
+
+
+# --- components ----------------------------------------------------------------------------
+
+def picker(all_names: list[str], selection: list[str]) -> list[str]:
+    """Which experiments to plot (defaults to the selection; changing it changes the selection)."""
+    options = list(dict.fromkeys([*all_names, *selection]))
+    # (Re)seed the widget from the selection when it is new on this visit or the selection was
+    # changed elsewhere (the table, a URL) since the picker last wrote it; otherwise the user's
+    # latest pick (already in the widget state) wins.
+    if PICKER_KEY not in st.session_state or selection != st.session_state.get(PICKER_WROTE_KEY):
+        st.session_state[PICKER_KEY] = [n for n in selection if n in options]
+    chosen = st.multiselect("Experiments", options, key=PICKER_KEY,
+                            placeholder="Pick experiments to compare (or select rows on the Experiments page)")
+    set_selected_experiments(chosen)
+    st.session_state[PICKER_WROTE_KEY] = chosen
+    return chosen
+
+
+def display_options() -> tuple[float, bool]:
+    """Smoothing weight and log scale, both kept in the URL."""
+    left, right = st.columns([3, 1])
+    smoothing = left.slider("Smoothing", 0.0, MAX_SMOOTHING, 0.0, 0.01, key="smooth", bind="query-params",
+                            help="Exponential moving average with TensorBoard's debiasing; the raw curve stays, faded.")
+    log_eer = right.toggle("Log scale (EER)", key="log", bind="query-params")
+    return float(smoothing), bool(log_eer)
+
+
+def missing_notice(histories: dict[str, pd.DataFrame], all_names: list[str]) -> None:
+    unknown = [n for n in histories if n not in all_names]
+    no_epochs = [n for n, h in histories.items() if h.empty and n not in unknown]
+    if unknown:
+        st.warning("Not under this models root: " + ", ".join(f"`{n}`" for n in unknown))
+    if no_epochs:
+        st.info("No finished epoch yet: " + ", ".join(f"`{n}`" for n in no_epochs))
+
+
+def lineage_notice(histories: dict[str, pd.DataFrame]) -> None:
+    for name, history in histories.items():
+        parents = [p for p in dict.fromkeys(history.get("experiment", pd.Series(dtype=str)).dropna()) if p != name]
+        if parents:
+            st.caption(f"`{name}` continues " + " → ".join(f"`{p}`" for p in parents) + " (drawn as one line).")
+
+
+# --- layout --------------------------------------------------------------------------------
+
+ensure_navigation()
+root = models_root()
+st.title("Curves")
+all_names = load_names(root)
+chosen = picker(all_names, selected_experiments())
+if not chosen:
+    st.info("Select experiments above, or pick rows in the table of the **Experiments** page; "
+            "the selection is kept in the URL, so the link shows the same comparison.")
+else:
+    smoothing, log_eer = display_options()
+    histories = load_histories(root, chosen)
+    missing_notice(histories, all_names)
+    lineage_notice(histories)
+    charts = curve_figures({n: h for n, h in histories.items() if not h.empty}, smoothing, log_eer)
+    for row in (charts[:2], charts[2:]):
+        for column, chart in zip(st.columns(2), row):
+            with column:
+                st.plotly_chart(chart.figure, key=f"chart_{chart.spec.key}", width="stretch")

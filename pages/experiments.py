@@ -1,6 +1,145 @@
-"""Placeholder: being built."""
+"""Experiments: every experiment folder under the models root as one table.
 
+Shows status, hyperparameters, progress, best and latest validation EER / accuracy (in %) and a
+sparkline of validation EER per epoch; filters by text, model type, track and status; the rows
+picked in the table become the selection the Curves and Checkpoints pages show (kept in the URL
+as ``?exp=...``, with the filters, so a link reproduces the view). Interrupted runs get an
+"Auto-resume" button that opens the Launch page prefilled. With no experiments yet, it shows the
+command of a first (demo) run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
-st.title("experiments")
-st.info("This page is being built.")
+from pages.common import ensure_navigation, models_root, selected_experiments, set_selected_experiments
+from training import catalog
+from training.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, distinct_values, filter_experiments,
+                            merge_selection, selection_rows)
+
+DEMO_COMMAND = ("python main.py --model_type lcnn --num_epochs 3 --train_size 256 --val_size 128 "
+                "--lr 0.001 --comment demo --models_root {root}")
+PERCENT = "%.2f%%"
+TABLE_WROTE_KEY = "_experiments_table_wrote"      # the selection as the table last left it
+TABLE_GENERATION_KEY = "_experiments_table_generation"
+TABLE_COLUMNS = ["name", "status", "model_type", "track", "loss", "epochs_done", "num_epochs",
+                 "best_val_eer", "best_epoch", "latest_val_eer", "latest_val_acc", "val_eer_history",
+                 "lr", "batch_size", "group_size", "contrastive", "comment", "parent_experiment",
+                 "checkpoints", "size_bytes", "modified"]
+COLUMN_CONFIG = {
+    "name": st.column_config.TextColumn("experiment", pinned=True),
+    "status": st.column_config.TextColumn("status"),
+    "model_type": st.column_config.TextColumn("model"),
+    "epochs_done": st.column_config.NumberColumn("epochs done", format="%d"),
+    "num_epochs": st.column_config.NumberColumn("target", format="%d"),
+    "best_val_eer": st.column_config.NumberColumn("best val EER", format=PERCENT, help="Lowest validation EER"),
+    "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
+    "latest_val_eer": st.column_config.NumberColumn("latest val EER", format=PERCENT),
+    "latest_val_acc": st.column_config.NumberColumn("latest val acc", format=PERCENT),
+    "val_eer_history": st.column_config.LineChartColumn("val EER per epoch", y_min=0, y_max=None, width="medium"),
+    "lr": st.column_config.NumberColumn("lr", format="%g"),
+    "batch_size": st.column_config.NumberColumn("batch", format="%d"),
+    "group_size": st.column_config.NumberColumn("group", format="%d"),
+    "contrastive": st.column_config.CheckboxColumn("contrastive"),
+    "parent_experiment": st.column_config.TextColumn("resumed from", help="Parent folder of a resumed / fine-tuned run"),
+    "checkpoints": st.column_config.NumberColumn("checkpoints", format="%d"),
+    "size_bytes": st.column_config.NumberColumn("size", format="bytes"),
+    "modified": st.column_config.DatetimeColumn("modified", format="YYYY-MM-DD HH:mm"),
+}
+
+
+# --- data: the catalog caches per file by (path, size, mtime), so a rescan on every rerun costs
+# about one os.stat per file; no st.cache_data on top (it would hide runs that change on disk).
+
+def load_experiments(root: Path) -> pd.DataFrame:
+    return catalog.scan_experiments(root)
+
+
+# --- components ----------------------------------------------------------------------------
+
+def empty_state(root: Path) -> None:
+    """No experiment yet: say how to start one."""
+    st.info(f"No experiments under `{root}` yet. Start a first (demo) run on the built-in synthetic "
+            "data, from a terminal in the project folder (a few minutes on a CPU):")
+    st.code(DEMO_COMMAND.format(root=root), language="bash")
+    st.markdown("Or start it from the **Launch** page, which runs it as a background job you can follow "
+                "on the **Jobs** page. Then come back here: each epoch adds a row to the curves.")
+    st.page_link(LAUNCH_PAGE, label="Open the Launch page", icon="🚀")
+
+
+def filters(experiments: pd.DataFrame) -> pd.DataFrame:
+    """Text, model type, track and status filters (kept in the URL); returns the rows shown."""
+    cols = st.columns([3, 2, 2, 2])
+    text = cols[0].text_input("Search", key="q", bind="query-params", placeholder="name or comment contains…")
+    model_types = cols[1].multiselect("Model type", distinct_values(experiments, "model_type"), key="model",
+                                      bind="query-params")
+    tracks = cols[2].multiselect("Track", distinct_values(experiments, "track"), key="track", bind="query-params")
+    statuses = cols[3].multiselect("Status", list(STATUSES), key="status", bind="query-params")
+    return filter_experiments(experiments, text, model_types, tracks, statuses)
+
+
+def experiments_table(shown: pd.DataFrame) -> list[str]:
+    """The table with multi-row selection; returns (and stores) the new selection."""
+    names = shown["name"].astype(str).tolist()
+    previous = selected_experiments()
+    # The widget key follows the rows shown and a generation bumped whenever the selection was
+    # changed elsewhere (the Curves page, a new URL): the table then starts over from the selection
+    # instead of reusing row positions that point at other experiments or an old selection.
+    if previous != st.session_state.get(TABLE_WROTE_KEY, previous):
+        st.session_state[TABLE_GENERATION_KEY] = st.session_state.get(TABLE_GENERATION_KEY, 0) + 1
+    generation = st.session_state.get(TABLE_GENERATION_KEY, 0)
+    key = f"experiments_table_{generation}_" + hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
+    columns = [c for c in TABLE_COLUMNS if c in shown]
+    event = st.dataframe(
+        shown[columns], hide_index=True, column_config=COLUMN_CONFIG, key=key, on_select="rerun",
+        selection_mode="multi-row", selection_default={"selection": {"rows": selection_rows(names, previous)}},
+        height=min(38 + 35 * len(shown), 600),
+    )
+    selection = merge_selection(previous, names, event.selection.rows)
+    set_selected_experiments(selection)
+    st.session_state[TABLE_WROTE_KEY] = selection
+    return selection
+
+
+def interrupted_actions(shown: pd.DataFrame) -> None:
+    """An "Auto-resume" button per interrupted experiment shown."""
+    interrupted = shown[shown["status"] == "interrupted"]
+    if interrupted.empty:
+        return
+    st.subheader("Interrupted runs")
+    for name, done, target in zip(interrupted["name"], interrupted["epochs_done"], interrupted["num_epochs"]):
+        left, right = st.columns([5, 1])
+        left.markdown(f"`{name}` stopped after epoch {done if pd.notna(done) else 0} of {target}.")
+        if right.button("Auto-resume", key=f"auto_resume_{name}", help="Open the Launch page to continue this run"):
+            st.switch_page(LAUNCH_PAGE, query_params=auto_resume_params(str(name)))
+
+
+def selection_summary(selection: list[str]) -> None:
+    if not selection:
+        st.caption("Select rows to compare their curves and browse their checkpoints.")
+        return
+    st.markdown(f"**{len(selection)} selected:** " + ", ".join(f"`{n}`" for n in selection))
+    left, right, _ = st.columns([1, 1, 4])
+    query = {"exp": selection}
+    left.page_link("pages/curves.py", label="Compare curves", icon="📈", query_params=query)
+    right.page_link("pages/checkpoints.py", label="Checkpoints", icon="💾", query_params=query)
+
+
+# --- layout --------------------------------------------------------------------------------
+
+ensure_navigation()
+root = models_root()
+st.title("Experiments")
+experiments = load_experiments(root)
+if experiments.empty:
+    empty_state(root)
+else:
+    shown = filters(experiments)
+    st.caption(f"{len(shown)} of {len(experiments)} experiments under `{root}`.")
+    selection = experiments_table(shown)
+    selection_summary(selection)
+    interrupted_actions(shown)

@@ -1,0 +1,123 @@
+"""What the dashboard's read pages show, shaped from the catalog's DataFrames (no Streamlit here).
+
+The pages (Experiments, Curves, Checkpoints) only render; filtering, the rows of the checkpoint
+table, which files may be deleted or resumed and the Launch page's link parameters live here so
+they are tested without a browser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from training.naming import checkpoint_sort_key
+
+STATUSES = ("running", "finished", "interrupted", "empty")
+RESUMABLE_KINDS = frozenset({"full", "best"})            # carry optimizer state and counters
+WEIGHT_KINDS = frozenset({"full", "best", "legacy"})     # hold model weights usable as a start
+LAUNCH_PAGE = "pages/launch.py"
+
+
+def filter_experiments(experiments: pd.DataFrame, text: str = "", model_types: Iterable[str] = (),
+                       tracks: Iterable[str] = (), statuses: Iterable[str] = ()) -> pd.DataFrame:
+    """Rows whose name or comment contains ``text`` (case-insensitive) and whose model type,
+    track and status are among those given (an empty choice means any)."""
+    keep = pd.Series(True, index=experiments.index)
+    text = text.strip().lower()
+    if text:
+        haystack = experiments["name"].astype(str).str.lower()
+        if "comment" in experiments:
+            haystack = haystack + " " + experiments["comment"].fillna("").astype(str).str.lower()
+        keep &= haystack.str.contains(text, regex=False)
+    for column, wanted in (("model_type", model_types), ("track", tracks), ("status", statuses)):
+        wanted = list(wanted)
+        if wanted and column in experiments:
+            keep &= experiments[column].isin(wanted)
+    return experiments[keep]
+
+
+def distinct_values(experiments: pd.DataFrame, column: str) -> list[str]:
+    """The sorted non-empty values of a column (the options of a filter)."""
+    if column not in experiments:
+        return []
+    return sorted({str(v) for v in experiments[column].dropna() if str(v)})
+
+
+def selection_rows(visible_names: list[str], selected: Iterable[str]) -> list[int]:
+    """Row positions in the shown table of the experiments already selected (to pre-select)."""
+    chosen = set(selected)
+    return [i for i, name in enumerate(visible_names) if name in chosen]
+
+
+def merge_selection(previous: list[str], visible_names: list[str], picked_rows: Iterable[int]) -> list[str]:
+    """The new selection after picking rows of a filtered table: experiments hidden by the
+    filter stay selected, the visible ones are exactly the rows picked (in table order)."""
+    visible = set(visible_names)
+    picked = [visible_names[i] for i in sorted(set(picked_rows)) if 0 <= i < len(visible_names)]
+    return [name for name in previous if name not in visible] + picked
+
+
+def auto_resume_params(experiment: str) -> dict[str, str]:
+    """The Launch page's query parameters for auto-resuming an experiment."""
+    return {"mode": "auto_resume", "experiment": experiment}
+
+
+def checkpoint_launch_params(mode: str, experiment: str, file: str) -> dict[str, str]:
+    """The Launch page's query parameters to resume (``resume``) or fine-tune from
+    (``pretrained``) one checkpoint, named ``<experiment>/<file>`` under the models root."""
+    if mode not in ("resume", "pretrained"):
+        raise ValueError(f"launch mode {mode!r}: expected 'resume' or 'pretrained'")
+    return {"mode": mode, "checkpoint": f"{experiment}/{file}"}
+
+
+def checkpoint_table(checkpoints: pd.DataFrame, experiment: str, protected: Mapping[str, str]) -> pd.DataFrame:
+    """One experiment's checkpoints in ``--list_checkpoints`` order (epochs numerically, then
+    interrupt, best, others) with a ``protected`` column: why the file may not be deleted, or ''."""
+    rows = checkpoints[checkpoints["experiment"] == experiment].copy()
+    rows["protected"] = [protected.get(f, "") for f in rows["file"]]
+    order = sorted(rows["file"], key=checkpoint_sort_key)
+    return rows.set_index("file", drop=False).loc[order].reset_index(drop=True)
+
+
+def deletable_files(table: pd.DataFrame) -> list[str]:
+    """Files of a checkpoint table that may be offered for deletion (the unprotected ones)."""
+    return [f for f, reason in zip(table["file"], table["protected"]) if not reason]
+
+
+def can_resume(kind: str) -> bool:
+    return kind in RESUMABLE_KINDS
+
+
+def can_fine_tune(kind: str) -> bool:
+    return kind in WEIGHT_KINDS
+
+
+def args_checkpoint(checkpoints: pd.DataFrame, experiment: str) -> Path | None:
+    """The checkpoint whose ``args`` stand for an experiment's hyperparameters: its newest
+    full checkpoint (highest epoch, the epoch file before the best copy), else any readable one."""
+    rows = checkpoints[(checkpoints["experiment"] == experiment) & checkpoints["kind"].isin(list(WEIGHT_KINDS))]
+    if rows.empty:
+        return None
+    rank = {"full": 0, "best": 1, "legacy": 2}
+    rows = rows.assign(_epoch=rows["epoch"].fillna(-1).astype("int64"), _rank=rows["kind"].map(rank))
+    best = rows.sort_values(["_rank", "_epoch"], ascending=[True, False], kind="stable").iloc[0]
+    return Path(best["path"])
+
+
+def diff_targets(checkpoints: pd.DataFrame) -> dict[str, Path]:
+    """What the hyperparameter diff can compare, by label -> the checkpoint to read ``args``
+    from: each experiment (``name``, its newest full checkpoint) and each checkpoint
+    (``name/file``), experiments first."""
+    experiments: dict[str, Path] = {}
+    files: dict[str, Path] = {}
+    for name in sorted(set(checkpoints["experiment"])):
+        path = args_checkpoint(checkpoints, name)
+        if path is not None:
+            experiments[name] = path
+    readable = checkpoints[checkpoints["kind"].isin(list(WEIGHT_KINDS))]
+    for exp, file, path in sorted(zip(readable["experiment"], readable["file"], readable["path"]),
+                                  key=lambda r: (r[0], checkpoint_sort_key(r[1]))):
+        files[f"{exp}/{file}"] = Path(path)
+    return {**experiments, **files}
