@@ -3,6 +3,9 @@
 Measured in the same run, each the median of N tries:
   (a) launch() call -> the supervisor is running its own code (its first log line is written)
   (b) launch() call -> the trainer child exists: pid recorded in the registry and alive
+  (e) the Launch page's submit -> the trainer child exists: what a click on Launch costs, i.e.
+      training.launch_form.plan_launch (validate the form, build the command and the diff
+      against the checkpoint's args) + launch_form.launch, exactly as pages/launch.py calls them
   (c) bare Python start-up: ``python -c pass``
   (d) ``python -c "import torch"`` (the trainer pays this after (b), whatever launches it)
 plus how long launch() itself blocks its caller. The printed ratio is (b) / (c): how many bare
@@ -27,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training import jobs  # noqa: E402
+from training import catalog, jobs, launch_form  # noqa: E402
 from training.proc import is_alive  # noqa: E402
 
 POLL_S = 0.001
@@ -50,12 +53,23 @@ def log_has(path: str, text: bytes) -> bool:
         return False
 
 
-def one_launch(root: Path, i: int) -> tuple[float, float, float]:
-    """(launch() returned, supervisor running, trainer running), seconds after the call."""
-    args = dict(dataset="synthetic", model_type="lcnn", num_epochs=1, train_size=8, val_size=8,
-                clip_samples=4000, batch_size=8, comment=f"bench{i}")
+def bench_args(i: int, prefix: str) -> dict:
+    return dict(dataset="synthetic", model_type="lcnn", num_epochs=1, train_size=8, val_size=8,
+                clip_samples=4000, batch_size=8, comment=f"{prefix}{i}")
+
+
+def page_submit(root: Path, i: int) -> jobs.Job:
+    """What the Launch page runs when Launch is pressed (form values arrive as widget values)."""
+    raw = dict(bench_args(i, "page"), lr="1e-06")
+    plan = launch_form.plan_launch(root, "fresh", raw, None, checkpoints=catalog.scan_checkpoints(root))
+    return launch_form.launch(root, plan)
+
+
+def one_launch(root: Path, i: int, via_page: bool = False) -> tuple[float, float, float]:
+    """(launch returned, supervisor running, trainer running), seconds after the call;
+    ``via_page``: through the Launch page's submit path instead of jobs.launch directly."""
     t0 = time.perf_counter()
-    job = jobs.launch(root, "fresh", args)
+    job = page_submit(root, i) if via_page else jobs.launch(root, "fresh", bench_args(i, "bench"))
     t_return = time.perf_counter()
     # The supervisor writes "$ python main.py ..." once it has read its job from the registry;
     # "started pid" once it has recorded the trainer's pid.
@@ -82,8 +96,12 @@ def main() -> None:
     bare = [time_process([sys.executable, "-c", "pass"]) for _ in range(runs)]
     torch_import = [time_process([sys.executable, "-c", "import torch"]) for _ in range(runs)]
     with tempfile.TemporaryDirectory() as tmp:
-        launches = [one_launch(Path(tmp), i) for i in range(runs)]
+        launches, page_launches = [], []
+        for i in range(runs):  # interleaved, so both see the same machine load
+            launches.append(one_launch(Path(tmp), i))
+            page_launches.append(one_launch(Path(tmp), i, via_page=True))
     returned, supervisor, child = (statistics.median(col) for col in zip(*launches))
+    page_returned, _, page_child = (statistics.median(col) for col in zip(*page_launches))
     c, d = statistics.median(bare), statistics.median(torch_import)
 
     ms = lambda s: f"{s * 1000:8.1f} ms"  # noqa: E731
@@ -93,7 +111,10 @@ def main() -> None:
     print(f"  (b) launch -> trainer process running   {ms(child)}")
     print(f"  (c) bare Python start-up (-c pass)      {ms(c)}")
     print(f"  (d) python -c 'import torch'            {ms(d)}   (import alone: {ms(d - c).strip()})")
+    print(f"  Launch page submit returns (e)          {ms(page_returned)}")
+    print(f"  (e) page submit -> trainer running      {ms(page_child)}")
     print(f"  launch overhead / bare start-up  (b)/(c) = {child / c:.2f}x")
+    print(f"  page submit / jobs.launch        (e)/(b) = {page_child / child:.2f}x")
     print(f"  trainer ready to train, estimated (b)+(d)-(c) = {ms(child + d - c).strip()}")
 
 

@@ -1,6 +1,121 @@
-"""Placeholder: being built."""
+"""Jobs: running and recent training jobs of this models root — state, epoch progress k/N,
+elapsed time and ETA, latest val EER — and for one job its command, a live log tail, a Stop
+button (with confirmation) and a link to its curves.
+
+Jobs are OS processes recorded in the registry under the models root (training.jobs), so they
+outlive the dashboard and a restarted dashboard shows them. The table and the selected job
+refresh in fragments (``st.fragment(run_every=...)``), not by reloading the page.
+"""
+
+from __future__ import annotations
 
 import streamlit as st
 
-st.title("jobs")
-st.info("This page is being built.")
+from pages.common import ensure_navigation, models_root
+from training import jobs
+from training.job_status import format_duration, job_label, job_progress, jobs_frame
+
+# --- constants ----------------------------------------------------------------------------------
+REFRESH_S = 2.0          # how often the table and the selected job re-read the registry and log
+LOG_TAIL_BYTES = 16_384  # ~200 lines of output
+STOP_GRACE_S = 30.0      # SIGTERM, then SIGKILL after this long (the trainer saves in between)
+JOB_PARAM = "job"        # ?job=<id> selects a job (the Launch page links with it)
+JOB_KEY = "jobs_selected"
+CURVES_PAGE = "pages/curves.py"
+LAUNCH_PAGE = "pages/launch.py"
+STATE_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟠", "succeeded": "✅", "failed": "❌",
+               "stopped": "⏹️", "lost": "❔"}
+
+
+# --- data loading ---------------------------------------------------------------------------------
+# Not cached: every call reconciles the registry with the process table (a job whose processes
+# vanished becomes "lost"), which is the point of looking; it is one small SQLite read.
+
+def load_jobs(root: str) -> list[jobs.Job]:
+    if not jobs.db_path(root).is_file():
+        return []  # reading must not create a registry in a folder that has none
+    return jobs.list_jobs(root)
+
+
+# --- components -----------------------------------------------------------------------------------
+
+@st.fragment(run_every=REFRESH_S)
+def jobs_table(root: str) -> None:
+    listed = load_jobs(root)
+    if not listed:
+        st.info("No jobs yet in this models root.")
+        st.page_link(LAUNCH_PAGE, label="Launch a training run", icon="🚀")
+        return
+    frame = jobs_frame(root, listed)
+    st.dataframe(
+        frame, hide_index=True, width="stretch",
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "val EER %": st.column_config.NumberColumn("val EER %", format="%.2f"),
+            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
+        },
+    )
+
+
+def pick_job(listed: list[jobs.Job]) -> int | None:
+    """The selected job id: ?job=<id> from a link, else the newest job."""
+    ids = [job.id for job in listed]
+    wanted = st.query_params.get(JOB_PARAM)
+    if wanted and wanted.isdigit() and int(wanted) in ids and st.session_state.get("jobs_url_seen") != wanted:
+        st.session_state[JOB_KEY] = int(wanted)
+        st.session_state["jobs_url_seen"] = wanted
+    if st.session_state.get(JOB_KEY) not in ids:
+        st.session_state[JOB_KEY] = ids[0]
+    labels = {job.id: job_label(job) for job in listed}
+    return st.selectbox("Job", ids, key=JOB_KEY, format_func=labels.get)
+
+
+def stop_controls(root: str, job: jobs.Job) -> None:
+    """Stop, confirmed by a checkbox first: a stop cannot be undone (the run is resumable)."""
+    confirm = st.checkbox(f"Confirm stopping job #{job.id}", key=f"jobs_confirm_stop_{job.id}",
+                          help=f"SIGTERM: the trainer finishes its step, saves checkpoint_interrupt and exits; "
+                               f"after {STOP_GRACE_S:g}s it is killed.")
+    if st.button("Stop job", key=f"jobs_stop_{job.id}", disabled=not confirm or job.state == "stopping"):
+        jobs.stop(root, job.id, grace_s=STOP_GRACE_S)
+        st.rerun(scope="fragment")
+
+
+@st.fragment(run_every=REFRESH_S)
+def job_detail(root: str, job_id: int) -> None:
+    try:
+        job = jobs.get_job(root, job_id)
+    except jobs.JobNotFound:
+        st.warning(f"Job #{job_id} is no longer in the registry.")
+        return
+    progress = job_progress(root, job)
+    st.subheader(f"{STATE_ICONS.get(job.state, '')} Job #{job.id}: {job.state}")
+    st.progress(progress.fraction, text=f"Epoch {progress.text}")
+    cols = st.columns(5)
+    cols[0].metric("Elapsed", format_duration(progress.elapsed_s))
+    cols[1].metric("ETA", format_duration(progress.eta_s) if job.is_active else "—")
+    cols[2].metric("Latest val EER", f"{progress.latest_val_eer:.2f}%" if progress.latest_val_eer is not None else "—")
+    cols[3].metric("Mode", job.mode)
+    cols[4].metric("Exit code", "—" if job.exit_code is None else str(job.exit_code))
+    if job.error:
+        (st.error if job.state in ("failed", "lost") else st.info)(job.error)
+    st.page_link(CURVES_PAGE, label=f"Curves of {job.experiment}", icon="📈",
+                 query_params={"exp": job.experiment})
+    st.code(job.command, language="bash", wrap_lines=True)
+    if job.is_active:
+        stop_controls(root, job)
+    st.caption(f"Log (last {LOG_TAIL_BYTES // 1024} KiB, {job.log_path})")
+    st.code(jobs.tail_log(root, job.id, LOG_TAIL_BYTES) or "(no output yet)", language=None, height=400,
+            wrap_lines=True)
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+ensure_navigation()
+st.title("Jobs")
+root = str(models_root())
+jobs_table(root)
+listed = load_jobs(root)
+if listed:
+    selected = pick_job(listed)
+    if selected is not None:
+        job_detail(root, selected)

@@ -68,3 +68,20 @@ def load(path: Path) -> dict:
 
 def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def kill_job_leftovers(models_root: Path) -> None:
+    """Whatever a test left running in that root's job registry is killed (by pid + start time,
+    never by name), supervisors included."""
+    from training import jobs
+    from training.proc import is_alive
+
+    if not jobs.db_path(models_root).exists():
+        return
+    for job in jobs.list_jobs(models_root):
+        for pid, start in ((job.pid, job.pid_start_time), (job.supervisor_pid, job.supervisor_start_time)):
+            if is_alive(pid, start):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass

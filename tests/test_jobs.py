@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import kill_job_leftovers
 from training import jobs
 from training.jobs import JobConflict
 from training.lock import ExperimentLock
@@ -48,15 +49,8 @@ def _no_leftover_jobs(request: pytest.FixtureRequest):
     """Whatever a test leaves running is killed (by pid + start time, never by name)."""
     yield
     root = request.node.funcargs.get("root")
-    if root is None or not jobs.db_path(root).exists():
-        return
-    for job in jobs.list_jobs(root):
-        for pid, start in ((job.pid, job.pid_start_time), (job.supervisor_pid, job.supervisor_start_time)):
-            if is_alive(pid, start):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+    if root is not None:
+        kill_job_leftovers(root)
 
 
 def standin(body: str) -> list[str]:

@@ -105,23 +105,40 @@ def list_checkpoints(args: dict[str, Any]) -> int:
 
 # --- deciding how to start -------------------------------------------------------------------------
 
-def hyperparameter_warnings(checkpoint_args: dict[str, Any], args: dict[str, Any], explicit: set[str],
-                            path: Path) -> list[str]:
-    """One line per differing key: old -> new, and which value is used."""
-    lines = []
+# A key the checkpoint's stored args do not have (it predates the option).
+NOT_STORED = object()
+
+
+def hyperparameter_differences(checkpoint_args: dict[str, Any], args: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, checkpoint value, new value) for each hyperparameter whose value differs, in table
+    order; ``NOT_STORED`` as the checkpoint value for keys it predates. Shared by the CLI's
+    warnings and the dashboard's diff, so both call the same keys different."""
+    out = []
     for opt in OPTIONS:
         key = opt.name
         if key in ACTION_OPTIONS:
             continue
         if key not in checkpoint_args:
-            if key in explicit:
-                lines.append(f"Warning: {path.name} predates --{key}; using {args[key]!r}")
+            out.append((key, NOT_STORED, args.get(key)))
             continue
-        old, new = checkpoint_args[key], args[key]
+        old, new = checkpoint_args[key], args.get(key)
         if old != new and not (isinstance(old, float) and isinstance(new, float) and abs(old - new) <= 1e-12 * abs(old)):
-            source = "from the command line" if key in explicit else "the default"
-            lines.append(f"Warning: hyperparameter {key} differs from the checkpoint: {old!r} -> {new!r} "
-                         f"(using {new!r}, {source})")
+            out.append((key, old, new))
+    return out
+
+
+def hyperparameter_warnings(checkpoint_args: dict[str, Any], args: dict[str, Any], explicit: set[str],
+                            path: Path) -> list[str]:
+    """One line per differing key: old -> new, and which value is used."""
+    lines = []
+    for key, old, new in hyperparameter_differences(checkpoint_args, args):
+        if old is NOT_STORED:
+            if key in explicit:
+                lines.append(f"Warning: {path.name} predates --{key}; using {new!r}")
+            continue
+        source = "from the command line" if key in explicit else "the default"
+        lines.append(f"Warning: hyperparameter {key} differs from the checkpoint: {old!r} -> {new!r} "
+                     f"(using {new!r}, {source})")
     return lines
 
 
