@@ -164,9 +164,6 @@ def test_list_checkpoints_missing_folder_is_a_clear_error(tmp_path: Path) -> Non
 
 
 def test_list_checkpoints_does_not_import_torch(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-    from cli_helpers import REPO, child_env
     code = ("import sys; from training.cli import main; main(['--list_checkpoints', '--comment', 'x']); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=child_env(), capture_output=True, text=True)
