@@ -33,7 +33,8 @@ def ensure_navigation() -> None:
 
     # AppTest re-enters that mode on every run (it resets the flag per run), and a rerun there
     # would drop the clicks under test; it runs the page itself, which is what tests exercise.
-    if PagesManager.uses_pages_directory and not config.get_option("global.appTest"):
+    # An internal flag (streamlit is pinned to 1.67.x for it); if a release drops it, do nothing.
+    if getattr(PagesManager, "uses_pages_directory", False) and not config.get_option("global.appTest"):
         PagesManager.uses_pages_directory = False
         st.rerun()
 
