@@ -39,13 +39,7 @@ def load_jobs(root: str) -> list[jobs.Job]:
 
 # --- components -----------------------------------------------------------------------------------
 
-@st.fragment(run_every=REFRESH_S)
-def jobs_table(root: str) -> None:
-    listed = load_jobs(root)
-    if not listed:
-        st.info("No jobs yet in this models root.")
-        st.page_link(LAUNCH_PAGE, label="Launch a training run", icon="🚀")
-        return
+def jobs_table(root: str, listed: list[jobs.Job]) -> None:
     frame = jobs_frame(root, listed)
     st.dataframe(
         frame, hide_index=True, width="stretch",
@@ -80,7 +74,6 @@ def stop_controls(root: str, job: jobs.Job) -> None:
         st.rerun(scope="fragment")
 
 
-@st.fragment(run_every=REFRESH_S)
 def job_detail(root: str, job_id: int) -> None:
     try:
         job = jobs.get_job(root, job_id)
@@ -108,14 +101,23 @@ def job_detail(root: str, job_id: int) -> None:
             wrap_lines=True)
 
 
+@st.fragment(run_every=REFRESH_S)
+def jobs_view(root: str) -> None:
+    """Table, picker and detail refresh together from one read, so they never disagree."""
+    listed = load_jobs(root)
+    if not listed:
+        st.info("No jobs yet in this models root.")
+        st.page_link(LAUNCH_PAGE, label="Launch a training run", icon="🚀")
+        return
+    jobs_table(root, listed)
+    selected = pick_job(listed)
+    if selected is not None:
+        job_detail(root, selected)
+
+
 # --- layout ---------------------------------------------------------------------------------------
 
 ensure_navigation()
 st.title("Jobs")
 root = str(models_root())
-jobs_table(root)
-listed = load_jobs(root)
-if listed:
-    selected = pick_job(listed)
-    if selected is not None:
-        job_detail(root, selected)
+jobs_view(root)
