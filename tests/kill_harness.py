@@ -310,18 +310,23 @@ def _kill_one(args: list[str], cwd: Path, log: Path, mode: str, rng: random.Rand
             # The last epoch's save may complete the run before the kill lands (a kill after its
             # sidecar leaves nothing to resume): kill inside that epoch's training instead.
             mode = "train"
+        # Never let an attempt finish the run: kill at once when the last epoch is all that is
+        # left (however fast the machine runs compared with the reference run's timing).
+        def only_last_left() -> bool:
+            return start_epoch < epochs - 1 <= newest_complete_epoch(cwd)
+
         if mode == "launch":
             delay = rng.uniform(0.0, timing.startup_s + 0.5 * timing.epoch_s)
-            _wait_until(proc, lambda: False, timeout=delay, interval=0.01)
+            _wait_until(proc, only_last_left, timeout=delay, interval=0.01)
         elif _wait_until(proc, lambda: STARTED_LINE in _read(log), timeout=300, interval=0.005):
             if mode == "train":
                 # Up to 2.5 epochs in, but well inside the epochs still to train, so the kill
                 # comes before the run ends and the attempts make progress between kills.
-                delay = rng.uniform(0.0, min(2.5, 0.8 * remaining) * timing.epoch_s)
-                _wait_until(proc, lambda: False, timeout=delay, interval=0.002)
+                delay = rng.uniform(0.0, min(2.5, 0.5 * remaining) * timing.epoch_s)
+                _wait_until(proc, only_last_left, timeout=delay, interval=0.01)
             else:
                 # Let 0-2 saves complete first, then kill inside the next one.
-                skip = rng.randint(0, min(2, remaining - 1))
+                skip = rng.randint(0, max(0, min(2, remaining - 2)))
                 deadline = 120 + 5 * remaining * timing.epoch_s
                 _wait_until(proc, lambda: newest_complete_epoch(cwd) >= start_epoch + skip, deadline, 0.005)
                 _wait_until(proc, new_temp, timeout=deadline, interval=POLL_S)

@@ -52,7 +52,7 @@ from training.store import link_or_copy, read_checkpoint_file, remove_checkpoint
 from training.trainer import LOG_NAME, StartPlan, Trainer
 
 COMMENT = "crash"
-EPOCHS = 6
+EPOCHS = 8  # room for 10 kills that each let the run make some progress
 ARGS = [*TINY, "--train_size", "128", "--num_epochs", str(EPOCHS), "--comment", COMMENT, "--auto_resume"]
 KILLS = 10
 
