@@ -90,7 +90,9 @@ EXPERIMENT_COLUMNS = (
     "latest_val_eer", "latest_val_acc", "val_eer_history", "checkpoints", "size_bytes", "modified",
     "status", "has_lineage", "lineage_mode", "parent_experiment", "parent_epoch",
 )
-HISTORY_METRICS = ("train_loss", "train_eer", "val_loss", "val_acc", "val_eer", "best_val_eer", "lr")
+# epoch_seconds and timestamp (when the row was written) let the Jobs page estimate an ETA.
+HISTORY_METRICS = ("train_loss", "train_eer", "val_loss", "val_acc", "val_eer", "best_val_eer", "lr",
+                   "epoch_seconds", "timestamp")
 HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS, "experiment")
 
 # The catalog's kind: what a user can do with the file. Full files named best are "best".

@@ -9,13 +9,10 @@ restarted dashboard shows the same figures as the one that launched the job.
 
 from __future__ import annotations
 
-import csv
 import math
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -47,22 +44,6 @@ class JobProgress:
         return f"{self.done}/{self.total}" if self.total else str(self.done)
 
 
-def _log_rows(exp_dir: Path) -> list[dict[str, Any]]:
-    try:
-        with open(exp_dir / catalog.LOG_NAME, newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error):
-        return []
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
 def _log_is_this_runs(job: Job) -> bool:
     """False while a fresh/pretrained job's folder still holds the earlier run's log."""
     if job.mode not in STARTS_OVER:
@@ -75,24 +56,23 @@ def _log_is_this_runs(job: Job) -> bool:
 
 def job_progress(models_root: Path | str, job: Job, now: float | None = None) -> JobProgress:
     """Progress of ``job`` as its experiment's files show it now."""
-    now = time.time() if now is None else now
-    done, latest = 0, None
+    done, latest, eta = 0, None, None
+    history = pd.DataFrame(columns=catalog.HISTORY_COLUMNS)
     if _log_is_this_runs(job):
         try:
             history = catalog.experiment_history(models_root, job.experiment)
         except catalog.CatalogError:
-            history = pd.DataFrame()
-        if len(history):
-            done = int(history["epoch"].max())
-            eers = history["val_eer"].dropna()
-            latest = float(eers.iloc[-1]) if len(eers) else None
+            pass
+    if len(history):
+        done = int(history["epoch"].max())
+        eers = history["val_eer"].dropna()
+        latest = float(eers.iloc[-1]) if len(eers) else None
     elapsed = job.duration_s if job.started_at is not None else None
-    eta = None
     if job.is_active and job.num_epochs and job.started_at is not None:
-        own = [r for r in _log_rows(Path(job.exp_dir)) if (_number(r.get("timestamp")) or 0) >= job.started_at]
-        seconds = [s for s in (_number(r.get("epoch_seconds")) for r in own) if s is not None]
-        if seconds:
-            eta = max(job.num_epochs - done, 0) * sum(seconds) / len(seconds)
+        # Epochs this job trained (rows written since it started), not its parent's or a past run's.
+        seconds = history.loc[history["timestamp"] >= job.started_at, "epoch_seconds"].dropna()
+        if len(seconds):
+            eta = max(job.num_epochs - done, 0) * float(seconds.mean())
     return JobProgress(done, job.num_epochs, latest, elapsed, eta)
 
 
