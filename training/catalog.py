@@ -33,13 +33,14 @@ import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from training.ckpt_pool import ReadRequest, read_checkpoint_infos
 from training.ckpt_reader import (
     METRIC_KEYS,
     SIDECAR_SUFFIX,
@@ -101,7 +102,7 @@ _READABLE_KINDS = ("full", "weights_only")
 # Cached infos carry no ``history`` (a 100-epoch history is ~100 KB of Python objects and every
 # checkpoint repeats it), so an entry is a few KB: 20k entries stay well under 100 MB.
 _CACHE_MAX_ENTRIES = 20_000
-_RECENT_HISTORIES = 256  # raw histories of the files read last (the newest one is what is used)
+_RECENT_HISTORIES = 256  # raw histories read ahead by _read_histories, until converted
 _FRAME_MEMO_ROOTS = 8
 
 
@@ -207,16 +208,25 @@ def _sidecar_signature(path: Path | str) -> tuple[int, int] | None:
     return (st.st_size, st.st_mtime_ns)
 
 
-def _cached_info(path: Path | str, signature: Signature) -> CheckpointInfo:
-    """read_checkpoint_info through the cache, *without* ``history`` (see _checkpoint_history)."""
-    key = str(path)
-    info = _INFO_CACHE.get(key, signature)
-    if info is None:
-        full = read_checkpoint_info(key)
-        _RECENT_HISTORY.put(key, signature, full.history)
-        info = replace(full, history=[])
-        _INFO_CACHE.put(key, signature, info)
-    return info
+def _cached_infos(files: list[tuple[str, Signature]]) -> list[CheckpointInfo]:
+    """read_checkpoint_info of each (path, signature) through the cache, *without* ``history``
+    (every checkpoint repeats its run's whole history, and converting it would be most of a
+    first scan's work; see _checkpoint_history). The files not cached are read in one batch by
+    the reader processes (training.ckpt_pool)."""
+    infos = [_INFO_CACHE.get(path, signature) for path, signature in files]
+    missing = [n for n, info in enumerate(infos) if info is None]
+    requests = [ReadRequest(files[n][0], with_history=False, use_sidecar=files[n][1][2] is not None)
+                for n in missing]
+    for n, info in zip(missing, read_checkpoint_infos(requests)):
+        infos[n] = info
+        _INFO_CACHE.put(*files[n], info)
+    return infos  # type: ignore[return-value]
+
+
+def _read_all(root: Path, listings: list[tuple[str, Listing]]) -> None:
+    """Bring every listed checkpoint into the cache, all folders in one batch (a first scan)."""
+    _cached_infos([(os.path.join(root, name, file), signature)
+                   for name, listing in listings for file, signature in listing])
 
 
 # Names repeat across folders and rescans: parse each once (regexes are the rescan's main cost).
@@ -321,15 +331,12 @@ def _folder_checkpoints(exp_dir: Path, listing: Listing | None = None) -> list[_
     if listing is None:
         listing = _list_folder(exp_dir)
     folder = str(exp_dir)
+    files = [(os.path.join(folder, name), sig) for name, sig in listing]
     out: list[_Checkpoint] = []
-    present: set[str] = set()
-    for name, sig in listing:
-        key = os.path.join(folder, name)
-        present.add(key)
+    for (name, sig), info in zip(listing, _cached_infos(files)):
         named = _parsed_name(name)
-        info = _cached_info(key, sig)
         out.append(_Checkpoint(info.path, info, named.role, named.epoch, sig))
-    _INFO_CACHE.prune_folder(folder, present)
+    _INFO_CACHE.prune_folder(folder, {path for path, _ in files})
     return out
 
 
@@ -397,6 +404,7 @@ def scan_checkpoints(models_root: Path | str) -> pd.DataFrame:
         memo = _FRAME_MEMO.get(key)
     if memo is not None and memo[0] == signature:  # nothing changed: no rows to rebuild
         return memo[1].copy()
+    _read_all(root, listings)
     rows = [_checkpoint_row(name, ck) for name, listing in listings
             for ck in _folder_checkpoints(root / name, listing)]
     frame = _typed_frame(rows, CHECKPOINT_COLUMNS, _CHECKPOINT_DTYPES)
@@ -480,8 +488,8 @@ def _log_rows(exp_dir: Path) -> list[dict[str, Any]]:
 
 def _checkpoint_history(ck: _Checkpoint, experiment: str) -> list[dict[str, Any]]:
     """A checkpoint's ``history`` as rows, converted once per file version (rows are shared:
-    callers must not modify them). Cached infos hold no history: it comes from the raw copy
-    kept for recently read files, else the file is read again (once)."""
+    callers must not modify them). Cached infos hold no history: the file is read again, with
+    it, unless _read_histories just did."""
     key = str(ck.path)
     rows = _HISTORY_CACHE.get(key, (ck.signature, experiment))
     if rows is None:
@@ -492,6 +500,22 @@ def _checkpoint_history(ck: _Checkpoint, experiment: str) -> list[dict[str, Any]
         rows = _dedupe_last(r for r in found if r is not None)
         _HISTORY_CACHE.put(key, (ck.signature, experiment), rows)
     return rows
+
+
+def _read_histories(root: Path, listings: list[tuple[str, Listing]]) -> None:
+    """For the folders whose curve comes from their newest checkpoint (no training_log.csv), read
+    those checkpoints' history in one batch, ahead of _checkpoint_history."""
+    wanted = []
+    for name, listing in listings:
+        exp_dir = root / name
+        if not listing or (exp_dir / LOG_NAME).is_file():
+            continue
+        newest = _newest_full(_folder_checkpoints(exp_dir, listing))
+        if newest is not None and _HISTORY_CACHE.get(str(newest.path), (newest.signature, name)) is None:
+            wanted.append(newest)
+    requests = [ReadRequest(str(ck.path), use_sidecar=ck.signature[2] is not None) for ck in wanted]
+    for ck, info in zip(wanted, read_checkpoint_infos(requests)):
+        _RECENT_HISTORY.put(str(ck.path), ck.signature, info.history)
 
 
 def _own_history(exp_dir: Path, checkpoints: list[_Checkpoint]) -> list[dict[str, Any]]:
@@ -631,9 +655,9 @@ def _status(exp_dir: Path, readable: bool, epochs_done: int | None, num_epochs: 
     return "interrupted"
 
 
-def _experiment_row(root: Path, name: str) -> dict[str, Any]:
+def _experiment_row(root: Path, name: str, listing: Listing) -> dict[str, Any]:
     exp_dir = root / name
-    checkpoints = _folder_checkpoints(exp_dir)
+    checkpoints = _folder_checkpoints(exp_dir, listing)
     own = _own_history(exp_dir, checkpoints)
     rows = _history_rows(root, name, True, {name}, checkpoints, own)
     newest = _newest_full(checkpoints)
@@ -672,7 +696,10 @@ def scan_experiments(models_root: Path | str) -> pd.DataFrame:
     num_epochs), interrupted (otherwise), empty (no readable checkpoint and no log rows).
     """
     root = Path(models_root)
-    rows = [_experiment_row(root, name) for name in list_experiment_names(root)]
+    listings = [(name, _list_folder(root / name)) for name in list_experiment_names(root)]
+    _read_all(root, listings)
+    _read_histories(root, listings)
+    rows = [_experiment_row(root, name, listing) for name, listing in listings]
     return _typed_frame(rows, EXPERIMENT_COLUMNS, _EXPERIMENT_DTYPES)
 
 

@@ -46,6 +46,10 @@ The pickle is executed by our own small interpreter (:func:`_unpickle`), not by 
   overflows the C stack: a segfault, not an exception); the metadata we return is built with depth
   and size limits, so shared references or cycles in the pickle cannot blow up.
 * Any malformed input ends in ``kind='unreadable'`` with a one-line reason; nothing raises.
+* One exception, for speed: the catalog's reader processes (:mod:`training.ckpt_pool`), which cap
+  their address space and may crash, run zip checkpoints through CPython's C unpickler with the
+  same allowlist and fall back to the interpreter on any error (see "the C unpickler" below).
+  No other process ever turns it on.
 
 What a successful read does *not* prove: that the tensor bytes are intact. The sidecar's sha256
 (written by the trainer after the ``.pth`` is complete) is what vouches for the whole file.
@@ -64,10 +68,12 @@ import _compat_pickle
 import argparse
 import codecs
 import hashlib
+import io
 import json
 import math
 import numbers
 import os
+import pickle
 import secrets
 import stat
 import struct
@@ -255,6 +261,18 @@ def _numel(shape: tuple[int, ...] | None) -> int | None:
 
 
 def _tensor(shape_like: Any, dtype: str | None) -> TensorStub:
+    # Every tensor of a checkpoint comes through here: the usual short tuple of ints is handled
+    # inline, with exactly the checks of _shape and _numel.
+    if type(shape_like) is tuple and len(shape_like) <= 8:
+        n = 1
+        for d in shape_like:
+            if type(d) is not int or d < 0:
+                break
+            n *= d
+            if n >= _MAX_DIM:
+                break
+        else:
+            return TensorStub(shape_like, dtype, n)
     shape = _shape(shape_like)
     return TensorStub(shape, dtype, _numel(shape))
 
@@ -693,13 +711,17 @@ def _check_hashable(key: Any) -> None:
         raise _fail(f"unusable dict key or set item ({t.__name__})")
 
 
-def _resolve_global(module: str, name: str, used: set[str]) -> Any:
+def _global_name(module: str, name: str) -> str:
     # Protocol-2 pickles (torch's default) spell builtins as __builtin__, copyreg as copy_reg.
     if (module, name) in _compat_pickle.NAME_MAPPING:
         module, name = _compat_pickle.NAME_MAPPING[(module, name)]
     elif module in _compat_pickle.IMPORT_MAPPING:
         module = _compat_pickle.IMPORT_MAPPING[module]
-    full = f"{module}.{name}"
+    return f"{module}.{name}"
+
+
+def _resolve_global(module: str, name: str, used: set[str]) -> Any:
+    full = _global_name(module, name)
     if full not in _GLOBALS:
         raise UnsafeCheckpointError(full)
     used.add(full)
@@ -1046,7 +1068,7 @@ def _storage_from_pid(pid: Any, seen: dict[str, StorageStub] | None = None) -> S
     """persistent_load: ('storage', storage_type, key, location, numel[, view_metadata])."""
     if type(pid) is not tuple or len(pid) < 5:
         raise _fail("persistent id is not a storage tuple")
-    tag, storage_type, key, location, numel = pid[:5]
+    tag, storage_type, key, location, numel = pid if len(pid) == 5 else pid[:5]
     if isinstance(tag, bytes):
         tag = tag.decode("ascii", "replace")
     if tag != "storage" or type(storage_type) is not _StorageType:
@@ -1079,14 +1101,18 @@ def _zip_central_directory(f, size: int) -> tuple[int, int, int]:
     The end-of-central-directory record is written last, so a file cut anywhere lacks it: this is
     the completeness check for zip checkpoints.
     """
-    tail_len = min(size, 22 + 0xFFFF + 20 + 56)
-    tail = _read_exact(f, size - tail_len, tail_len)
-    i = tail.rfind(b"PK\x05\x06")
-    while i >= 0:
-        if i + 22 <= tail_len and i + 22 + _U16(tail, i + 20)[0] == tail_len:
+    # The record, then a comment of up to 64 KiB (torch writes none: try the short tail first);
+    # before it, room for the zip64 locator and end record.
+    for tail_len in (min(size, 22 + 20 + 56), min(size, 22 + 0xFFFF + 20 + 56)):
+        tail = _read_exact(f, size - tail_len, tail_len)
+        i = tail.rfind(b"PK\x05\x06")
+        while i >= 0:
+            if i + 22 <= tail_len and i + 22 + _U16(tail, i + 20)[0] == tail_len:
+                break
+            i = tail.rfind(b"PK\x05\x06", 0, i)
+        if i >= 0:
             break
-        i = tail.rfind(b"PK\x05\x06", 0, i)
-    if i < 0:
+    else:
         raise _bad_zip("File is not a zip file")
     entries, cd_size, cd_offset = _U16(tail, i + 10)[0], _U32(tail, i + 12)[0], _U32(tail, i + 16)[0]
     record_start = size - tail_len + i
@@ -1235,8 +1261,175 @@ def _load_object(path: Path, used: set[str]) -> Any:
             raise _fail("empty file")
         if f.read(4) == _ZIP_LOCAL:
             data = _read_zip_pickle(f, size)
+            if _C_UNPICKLER_ENABLED and len(data) <= MAX_PICKLE_OPS:
+                try:
+                    return _c_unpickle(data, used)
+                except Exception:  # anything at all: the interpreter decides what the file is
+                    used.clear()
             return _unpickle(data, 0, _storage_from_pid, used)[0]
         return _read_legacy_object(f, size, used)
+
+
+# --- the C unpickler: only in sandboxed reader processes ------------------------------------------
+# CPython's C unpickler runs a checkpoint's pickle ~20x faster than _run, and with find_class
+# limited to the same allowlist it calls nothing else. But it trusts sizes in the stream (a memo
+# index of 2**30 makes it allocate and clear 8 GiB) and hashes dict keys without a depth check (a
+# deep tuple key overflows the C stack). So only a process that has capped its address space and
+# may crash, training.ckpt_pool's reader, turns it on. Whatever goes wrong (an exception, a name
+# outside the C path's list, a MemoryError), the interpreter reads the file again and its verdict
+# and reason are the ones reported. A pickle of at most MAX_PICKLE_OPS bytes cannot exceed the
+# interpreter's opcode bound either.
+#
+# Per tensor, the interpreter's stand-ins cost two Python calls, which would be most of the C
+# path's time. Instead persistent_load is ``tuple`` and the rebuild functions are exception
+# classes: CPython records each call's arguments without running Python code, and only the
+# tensors the metadata reads (the model's state dict, or a bare state dict) are then made into
+# TensorStubs by the interpreter's own stand-ins, with their checks. Tensors it never reads
+# (optimizer and RNG state) are not checked: a file that is malformed only there reads as
+# ``full`` here, and torch.load(weights_only=True) refuses it when a run resumes from it.
+#
+# BUILD is the one opcode that could change our shared stand-ins for later files in the process
+# (CPython sets attributes on whatever object is on the stack): every stand-in class and function
+# has a __setstate__, which BUILD calls instead, and which does what the interpreter's _build does.
+
+_C_UNPICKLER_ENABLED = False
+
+
+class _NotForCUnpickler(Exception):
+    """A global the C path leaves to the interpreter (numpy values, whose dtype BUILD the
+    interpreter records for extra_globals, and anything else outside _C_GLOBALS)."""
+
+
+def enable_c_unpickler() -> None:
+    """Let this process read zip checkpoints with the C unpickler. For a sandboxed process only."""
+    global _C_UNPICKLER_ENABLED
+    _C_UNPICKLER_ENABLED = True
+
+
+def _stand_in_setstate(self: Any, state: Any) -> None:
+    _build(self, state)
+
+
+def _refuse_build(state: Any) -> None:
+    raise _fail("BUILD on a function")
+
+
+for _cls in _STUB_TYPES:
+    _cls.__setstate__ = _stand_in_setstate
+for _value in _GLOBALS.values():
+    if callable(_value) and not isinstance(_value, type):
+        _value.__setstate__ = _refuse_build  # BUILD looks __setstate__ up on the function itself
+
+
+class _Deferred(Exception):
+    """A rebuild call recorded by CPython (an exception is the cheapest object it builds from
+    any arguments); :meth:`resolve` makes the call through the interpreter's stand-in."""
+
+    def resolve(self) -> Any:
+        args = [a.resolve() if isinstance(a, _Deferred) else a for a in self.args]
+        return self.stand_in(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        pass  # BUILD on a tensor: ignored, as _build does
+
+
+class _DeferredTensor(_Deferred):
+    def resolve(self) -> TensorStub:
+        # _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]),
+        # inlined: this runs for every tensor of the model
+        args = self.args
+        if not 4 <= len(args) <= 7:
+            raise _fail("malformed tensor rebuild call")
+        return _tensor(args[2], _storage_from_pid(args[0]).dtype)
+
+
+class _DeferredParameter(_Deferred):
+    stand_in = staticmethod(_rebuild_parameter)
+
+
+class _NamespaceType:
+    """argparse.Namespace for the C path, which creates it with NEWOBJ (a type is required)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _NamespaceStub:  # type: ignore[misc]
+        return _namespace(*args, **kwargs)
+
+
+_C_CALLS: dict[str, Any] = {
+    "torch._utils._rebuild_tensor_v2": _DeferredTensor,
+    "torch._utils._rebuild_parameter": _DeferredParameter,
+    "collections.OrderedDict": OrderedDict,  # e.g. every tensor's empty backward hooks
+    "argparse.Namespace": _NamespaceType,  # the original script's args
+}
+_C_GLOBALS = frozenset(TORCH_WEIGHTS_ONLY_GLOBALS | {"argparse.Namespace"})
+
+
+class _PickleBytes:
+    """The pickle as the file the C unpickler wants. With ``peek`` it takes the bytes in large
+    slices (over a bare BytesIO it calls read() per opcode); without ``readinto`` it copies
+    BINBYTES/BYTEARRAY8 payloads from those slices instead of asking us to fill its buffers."""
+
+    def __init__(self, data: bytes):
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def peek(self, n: int = 1) -> memoryview:
+        return self._view[self._pos:self._pos + max(n, 1)]
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n < 0 else min(self._pos + n, len(self._view))
+        out = self._view[self._pos:end].tobytes()
+        self._pos = end
+        return out
+
+    def readline(self) -> bytes:
+        window = self._view[self._pos:self._pos + _MAX_LINE].tobytes()
+        nl = window.find(b"\n")
+        return self.read(nl + 1 if nl >= 0 else len(window))
+
+
+class _CUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, used: set[str]):
+        super().__init__(_PickleBytes(data), fix_imports=False, encoding="utf-8")
+        self.used = used
+
+    def find_class(self, module: str, name: str) -> Any:
+        value = _resolve_global(module, name, self.used)
+        full = _global_name(module, name)
+        if full not in _C_GLOBALS:
+            raise _NotForCUnpickler(full)
+        return _C_CALLS.get(full, value)
+
+    persistent_load = tuple  # the raw persistent id; _storage_from_pid checks it on resolve
+
+
+def _resolve_state_dict(state: dict) -> None:
+    for key, value in state.items():
+        if type(value) is _DeferredTensor:
+            # _DeferredTensor.resolve inlined for a well-formed persistent id (this runs for
+            # every tensor of the model); anything else takes the checking path
+            args = value.args
+            pid = args[0] if 4 <= len(args) <= 7 else None
+            if (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"
+                    and type(pid[1]) is _StorageType and type(pid[2]) is str
+                    and type(pid[3]) is str and type(pid[4]) is int and pid[4] >= 0):
+                state[key] = _tensor(args[2], pid[1].dtype)
+                continue
+        if isinstance(value, _Deferred):
+            state[key] = value.resolve()
+
+
+def _c_unpickle(data: bytes, used: set[str]) -> Any:
+    """The object, with the tensors checkpoint_meta reads resolved (see above)."""
+    if not _C_UNPICKLER_ENABLED:
+        raise RuntimeError("the C unpickler runs only in sandboxed reader processes")
+    obj = _CUnpickler(data, used).load()
+    if isinstance(obj, _Deferred):
+        return obj.resolve()
+    if isinstance(obj, dict):
+        state = obj.get("model_state_dict") if "model_state_dict" in obj else obj
+        if isinstance(state, dict):
+            _resolve_state_dict(state)
+    return obj
 
 
 def read_checkpoint_object(path: Path | str) -> Any:
@@ -1289,6 +1482,11 @@ def _as_float(v: Any) -> float | None:
 def _key_str(k: Any) -> str:
     if type(k) is str:
         return k
+    if isinstance(k, _Deferred):  # a tensor as a key, from the C path: named as the interpreter does
+        try:
+            k = k.resolve()
+        except Exception:
+            pass
     if type(k) in (int, float, bool, type(None)):
         try:
             return str(k)
@@ -1331,6 +1529,8 @@ def _jsonable(v: Any, budget: _Budget, depth: int = 0) -> Any:
         return _jsonable(vars(v), budget, depth)
     if t is TensorStub:
         return v.describe()
+    if isinstance(v, _Deferred):  # a tensor in args or history, from the C path
+        return _jsonable(v.resolve(), budget, depth)
     if t is _NdarrayStub:
         return v.describe()
     if t in (_DType, _Opaque):
@@ -1373,13 +1573,15 @@ def _describe_top(obj: Any) -> str:
     return f"a {type(obj).__name__.lstrip('_')}"
 
 
-def checkpoint_meta(obj: Any) -> dict[str, Any]:
+def checkpoint_meta(obj: Any, with_history: bool = True) -> dict[str, Any]:
     """The JSON-able metadata of a checkpoint object: what the sidecar stores and what
     :class:`CheckpointInfo` reports.
 
     Called by the trainer on the live dict it is about to save (real tensors inside) and by the
     reader on the unpickled stubs: both give the same result. Only named keys are looked at, so
     state dicts and RNG states are never walked (tensors count only by ``numel()``).
+    ``with_history=False`` leaves ``history`` empty: every checkpoint repeats the run's whole
+    history, and converting it is most of the cost of a scan that only needs each file's metrics.
     """
     meta: dict[str, Any] = {
         "kind": "unreadable", "epoch": None, "step_in_epoch": 0, "metrics": {},
@@ -1417,7 +1619,7 @@ def checkpoint_meta(obj: Any) -> dict[str, Any]:
     args = obj.get("args")
     if isinstance(args, (dict, argparse.Namespace)) or type(args) is _NamespaceStub:
         meta["args"] = _jsonable(args, budget)
-    history = obj.get("history")
+    history = obj.get("history") if with_history else None
     if type(history) is list:
         meta["history"] = [h for h in (_jsonable(x, budget) for x in history) if type(h) is dict]
     lineage = obj.get("lineage")
@@ -1476,7 +1678,8 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _info_from_meta(path: Path, st: os.stat_result, meta: dict, **extra: Any) -> CheckpointInfo:
+def _info_from_meta(path: Path, st: os.stat_result, meta: dict, with_history: bool = True,
+                    **extra: Any) -> CheckpointInfo:
     """Build the info from checkpoint_meta output (or a sidecar's copy of it), type-checked."""
     kind = meta.get("kind")
     if kind not in KINDS:
@@ -1499,7 +1702,7 @@ def _info_from_meta(path: Path, st: os.stat_result, meta: dict, **extra: Any) ->
         best_epoch=opt("best_epoch", int),
         args=opt("args", dict),
         history=[h for h in (meta.get("history") or []) if isinstance(h, dict)]
-        if isinstance(meta.get("history"), list) else [],
+        if with_history and isinstance(meta.get("history"), list) else [],
         lineage=opt("lineage", dict),
         keys=[str(k) for k in meta.get("keys") or []] if isinstance(meta.get("keys"), list) else [],
         has_optimizer=meta.get("has_optimizer") is True,
@@ -1511,9 +1714,11 @@ def _info_from_meta(path: Path, st: os.stat_result, meta: dict, **extra: Any) ->
     )
 
 
-def read_checkpoint_info(path: Path | str, *, use_sidecar: bool = True) -> CheckpointInfo:
+def read_checkpoint_info(path: Path | str, *, use_sidecar: bool = True,
+                         with_history: bool = True) -> CheckpointInfo:
     """Metadata of one checkpoint. Never raises for bad content (or a missing file): those come
-    back as ``kind='unreadable'`` / ``'unsafe'`` with a one-line ``reason``."""
+    back as ``kind='unreadable'`` / ``'unsafe'`` with a one-line ``reason``.
+    ``with_history=False``: ``history`` is left empty (see :func:`checkpoint_meta`)."""
     path = Path(path)
     try:
         st = os.stat(path)
@@ -1525,7 +1730,7 @@ def read_checkpoint_info(path: Path | str, *, use_sidecar: bool = True) -> Check
         doc = _load_sidecar(path, st)
         if doc is not None:
             try:
-                return _info_from_meta(path, st, doc["checkpoint"], source="sidecar",
+                return _info_from_meta(path, st, doc["checkpoint"], with_history, source="sidecar",
                                        complete=True, sha256=doc.get("sha256"))
             except (ValueError, TypeError, AttributeError):
                 pass  # a sidecar with a malformed body: read the pickle instead
@@ -1544,11 +1749,11 @@ def read_checkpoint_info(path: Path | str, *, use_sidecar: bool = True) -> Check
     except Exception as e:  # anything malformed in the pickle: one line, never a traceback
         return _problem(path, st, "unreadable", f"corrupt pickle ({type(e).__name__}: {e})")
     try:
-        meta = checkpoint_meta(obj)
+        meta = checkpoint_meta(obj, with_history)
     except Exception as e:  # defensive: metadata extraction must not take the listing down
         return _problem(path, st, "unreadable", f"corrupt checkpoint ({type(e).__name__}: {e})")
     extra_globals = sorted(used - TORCH_WEIGHTS_ONLY_GLOBALS)
-    return _info_from_meta(path, st, meta, source="pickle", extra_globals=extra_globals)
+    return _info_from_meta(path, st, meta, with_history, source="pickle", extra_globals=extra_globals)
 
 
 def _problem(path: Path, st: os.stat_result, kind: str, reason: str) -> CheckpointInfo:
