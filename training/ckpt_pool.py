@@ -31,6 +31,7 @@ and crafted files.
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import math
 import os
@@ -73,15 +74,31 @@ def reader_main() -> None:
     ckpt_reader.enable_c_unpickler()
     out = sys.stdout.buffer
     for line in sys.stdin.buffer:
-        answers = [_answer(*job) for job in json.loads(line)]
+        answers = []
+        previous: dict[str, Any] = {}
+        for job in json.loads(line):
+            answers.append(_answer(*job, previous))
         out.write(b"[" + b",".join(answers) + b"]\n")
         out.flush()
 
 
-def _answer(path: str, with_history: bool, use_sidecar: bool) -> bytes:
+# Checkpoints of one run share their args and top-level keys: within a chunk, a value equal to the
+# previous file's is sent as this marker (args and keys are never strings), and copied back.
+_SAME = "="
+_SHARED_FIELDS = ("args", "keys")
+
+
+def _answer(path: str, with_history: bool, use_sidecar: bool, previous: dict[str, Any]) -> bytes:
     try:
         info = read_checkpoint_info(path, with_history=with_history, use_sidecar=use_sidecar)
-        return json.dumps(info.to_dict()).encode()
+        fields = info.to_dict()
+        for name in _SHARED_FIELDS:
+            value = fields[name]
+            if value and value == previous.get(name):
+                fields[name] = _SAME
+            else:
+                previous[name] = value
+        return json.dumps(fields).encode()
     except Exception:  # e.g. MemoryError outside the pickle: the parent reads this file itself
         return b"null"
 
@@ -197,11 +214,19 @@ def shutdown() -> None:
             _READERS.pop().close()
 
 
-def _decode(answer: Any, path: str) -> CheckpointInfo | None:
+def _decode(answer: Any, path: str, previous: dict[str, Any]) -> CheckpointInfo | None:
     """One entry of a reader's answer as CheckpointInfo; None if it is not one (the file is
-    then read here)."""
+    then read here). ``previous``: the shared fields of the chunk's files so far."""
     if not isinstance(answer, dict) or answer.get("kind") not in KINDS:
         return None
+    for name in _SHARED_FIELDS:
+        value = answer.get(name)
+        if value == _SAME:
+            if name not in previous:
+                return None
+            answer[name] = copy.copy(previous[name])  # each info owns its own (shallow) copy
+        else:
+            previous[name] = value
     answer["path"] = Path(path)
     try:
         return CheckpointInfo(**answer)
@@ -262,8 +287,9 @@ class _Batch:
                 answers = None
             if not isinstance(answers, list) or len(answers) != len(chunk):
                 answers = [None] * len(chunk)
+            previous: dict[str, Any] = {}
             for i, answer in zip(chunk, answers):
-                self.results[i] = _decode(answer, self.jobs[i][0]) or self._read_here(i)
+                self.results[i] = _decode(answer, self.jobs[i][0], previous) or self._read_here(i)
 
     def _replace(self, reader: _Reader) -> None:
         """The reader died or hung: read or split its oldest chunk, requeue the others."""

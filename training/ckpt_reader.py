@@ -1152,7 +1152,20 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int
 def _read_zip_pickle(f, size: int) -> bytes:
     """The bytes of the first ``*/data.pkl`` entry, CRC-checked."""
     cd_offset, cd_size, entries = _zip_central_directory(f, size)
-    cd = _read_exact(f, cd_offset, min(cd_size, MAX_PICKLE_BYTES))
+    # torch writes data.pkl first: a small read of the central directory usually finds it
+    for window in (min(cd_size, 4096), min(cd_size, MAX_PICKLE_BYTES)):
+        cd = _read_exact(f, cd_offset, window)
+        entry = _find_data_pkl(cd, entries)
+        if entry is not None:
+            return _read_zip_member(f, cd_offset, *entry)
+        if window == min(cd_size, MAX_PICKLE_BYTES):
+            break
+    raise _fail("zip archive without data.pkl (not a torch checkpoint)")
+
+
+def _find_data_pkl(cd: bytes, entries: int) -> tuple | None:
+    """(name, flags, method, crc, csize, usize, offset) of the first data.pkl entry wholly
+    inside ``cd`` (a prefix of the central directory), else None."""
     p = 0
     for _ in range(min(entries, 1_000_000)):
         if p + 46 > len(cd) or cd[p:p + 4] != b"PK\x01\x02":
@@ -1161,13 +1174,15 @@ def _read_zip_pickle(f, size: int) -> bytes:
         csize, usize = _U32(cd, p + 20)[0], _U32(cd, p + 24)[0]
         name_len, extra_len, comment_len = _U16(cd, p + 28)[0], _U16(cd, p + 30)[0], _U16(cd, p + 32)[0]
         offset = _U32(cd, p + 42)[0]
+        if p + 46 + name_len + extra_len + comment_len > len(cd):
+            break  # cut off by the prefix
         name = cd[p + 46:p + 46 + name_len]
         extra = cd[p + 46 + name_len:p + 46 + name_len + extra_len]
         p += 46 + name_len + extra_len + comment_len
         if name.endswith(b"/data.pkl") or name == b"data.pkl":
             usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
-            return _read_zip_member(f, cd_offset, name, flags, method, crc, csize, usize, offset)
-    raise _fail("zip archive without data.pkl (not a torch checkpoint)")
+            return name, flags, method, crc, csize, usize, offset
+    return None
 
 
 def _read_zip_member(f, cd_offset: int, name: bytes, flags: int, method: int, crc: int,
@@ -1176,17 +1191,23 @@ def _read_zip_member(f, cd_offset: int, name: bytes, flags: int, method: int, cr
         raise _fail("encrypted zip entry (not a torch checkpoint)")
     if usize > MAX_PICKLE_BYTES:
         raise _fail(f"pickle too large ({usize:,} bytes; limit {MAX_PICKLE_BYTES:,})")
-    header = _read_exact(f, offset, 30) if offset + 30 <= cd_offset else b""
-    if header[:4] != _ZIP_LOCAL:
+    if offset + 30 > cd_offset:
         raise _bad_zip("bad local header for data.pkl")
-    local_name_len, local_extra_len = _U16(header, 26)[0], _U16(header, 28)[0]
-    start = offset + 30 + local_name_len + local_extra_len
-    if start + csize > cd_offset:
+    # One read for the local header, name, extra field (torch pads it to 64-byte alignment) and
+    # data; a second only when the extra field is longer.
+    guess = min(30 + len(name) + 64 + csize, cd_offset - offset)
+    chunk = _read_exact(f, offset, guess)
+    if chunk[:4] != _ZIP_LOCAL:
+        raise _bad_zip("bad local header for data.pkl")
+    local_name_len, local_extra_len = _U16(chunk, 26)[0], _U16(chunk, 28)[0]
+    start = 30 + local_name_len + local_extra_len
+    if offset + start + csize > cd_offset:
         raise _bad_zip("data.pkl overlaps the central directory")
-    raw = _read_exact(f, offset + 30, local_name_len + local_extra_len + csize)
-    if raw[:local_name_len] != name:
+    if start + csize > len(chunk):
+        chunk = _read_exact(f, offset, start + csize)
+    if chunk[30:30 + local_name_len] != name:
         raise _bad_zip("local header name differs from the central directory")
-    raw = raw[local_name_len + local_extra_len:]
+    raw = chunk[start:start + csize]
     if method == 0:
         data = raw
     elif method == 8:  # torch stores uncompressed, but a re-zipped archive may deflate
@@ -1460,6 +1481,8 @@ def _tensor_numel(v: Any) -> int | None:
 
 
 def _as_int(v: Any) -> int | None:
+    if type(v) is int:
+        return v
     if isinstance(v, bool) or v is None:
         return None
     if isinstance(v, numbers.Integral):
@@ -1471,6 +1494,8 @@ def _as_int(v: Any) -> int | None:
 
 
 def _as_float(v: Any) -> float | None:
+    if type(v) is float:
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or type(v).__module__.startswith("torch"):
         return None
     try:
@@ -1506,6 +1531,16 @@ class _Budget:
         self.nodes = nodes
 
 
+_PLAIN_VALUES = (str, bool, float, type(None))
+
+
+def _plain_dict(d: dict) -> bool:
+    """String keys and scalar values only: _jsonable would return an equal copy."""
+    return (all(type(k) is str for k in d)
+            and all(type(x) in _PLAIN_VALUES or type(x) is int and x.bit_length() <= 256
+                    for x in d.values()))
+
+
 def _jsonable(v: Any, budget: _Budget, depth: int = 0) -> Any:
     """A JSON-able copy. The same output for a pickled stub and the live object it stands for."""
     budget.nodes -= 1
@@ -1517,6 +1552,9 @@ def _jsonable(v: Any, budget: _Budget, depth: int = 0) -> Any:
     if t is int:
         return v if v.bit_length() <= 256 else "<int>"
     if isinstance(v, (dict, OrderedDict)):
+        if depth < 32 and budget.nodes >= len(v) and _plain_dict(v):  # e.g. args: copied as is
+            budget.nodes -= len(v)
+            return dict(v)
         return {_key_str(k): _jsonable(x, budget, depth + 1) for k, x in v.items()}
     if t in (list, tuple):
         return [_jsonable(x, budget, depth + 1) for x in v]
@@ -1631,7 +1669,11 @@ def checkpoint_meta(obj: Any, with_history: bool = True) -> dict[str, Any]:
 def _state_numel(state: dict) -> int | None:
     total = 0
     for v in state.values():
-        if _is_tensor(v):
+        if type(v) is TensorStub:  # the reader's case, first: a model has hundreds of tensors
+            if v.numel is None:
+                return None
+            total += v.numel
+        elif _is_tensor(v):
             n = _tensor_numel(v)
             if n is None:
                 return None
