@@ -135,8 +135,10 @@ class _Reader:
         if not self.in_flight:
             self.deadline = time.monotonic() + TIMEOUT_S
         self.in_flight.append(chunk)
+        line = memoryview(json.dumps([jobs[i] for i in chunk]).encode() + b"\n")
         try:
-            self.proc.stdin.write(json.dumps([jobs[i] for i in chunk]).encode() + b"\n")
+            while line:  # a raw pipe write may take only part of it
+                line = line[self.proc.stdin.write(line):]
             return True
         except OSError:  # BrokenPipeError: it died
             return False
