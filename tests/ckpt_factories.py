@@ -127,3 +127,13 @@ def pickle_bytes(obj: Any, protocol: int = 2) -> bytes:
     buf = io.BytesIO()
     pickle.dump(obj, buf, protocol=protocol)
     return buf.getvalue()
+
+
+def mutated(pkl: bytes, rng: random.Random, i: int) -> bytes:
+    """The i-th fuzzed copy of a pickle: cut short every fifth time, else 1 to 8 bytes changed."""
+    data = bytearray(pkl)
+    if i % 5 == 4:
+        return bytes(data[: rng.randrange(len(data))])
+    for _ in range(rng.choice([1, 1, 2, 8])):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
