@@ -10,7 +10,8 @@ args + history, as ``Trainer._checkpoint`` builds them) spread over E experiment
   2. a first scan_checkpoints() with a cold cache (no sidecars: the pickle path) -- ratio (1)/(2),
      goal >= 100x. The scan reads through training.ckpt_pool's reader processes: the very first
      scan in a process also starts them (shown on its own line); the dashboard starts them when
-     it starts, so its first scan finds them running. Each timed scan sits between two
+     it starts, so its first scan finds them booted and idle, which is how each timed scan
+     below finds them (restarted, then waited for). Each timed scan sits between two
      torch.load samples (their mean is its baseline), --repeats times, and the median ratio is
      reported: this machine's speed drifts by 2x within minutes, and only same-moment ratios
      mean anything.
@@ -154,13 +155,15 @@ def report_scans(label: str, root: Path, paths: list[Path], sample: int, repeats
           f"processes: {first:.3f} s  -> torch.load / scan = {load * n / first:.1f}x")
     ratios = []
     for r in range(repeats):  # each scan bracketed by two torch.load samples, averaged
+        ckpt_pool.shutdown()
+        ckpt_pool.start(wait=True)  # fresh readers, booted: what the dashboard's first scan finds
         before = torch_load_seconds(paths, sample // 2, seed=2 * r + 1)
         cold = cold_scan(root, n, expect_complete)
         load = (before + torch_load_seconds(paths, sample // 2, seed=2 * r + 2)) / 2
         ratios.append(load * n / cold)
         print(f"[{label}]   torch.load {load * 1e3:.2f} ms/file -> {load * n:.1f} s for all {n} "
-              f"(extrapolated from {2 * (sample // 2)}); first scan_checkpoints (cold cache, readers "
-              f"running): {cold:.3f} s = {cold / n * 1e3:.3f} ms/file -> {ratios[-1]:.1f}x")
+              f"(extrapolated from {2 * (sample // 2)}); first scan_checkpoints (cold cache, fresh "
+              f"readers running): {cold:.3f} s = {cold / n * 1e3:.3f} ms/file -> {ratios[-1]:.1f}x")
     print(f"[{label}] torch.load / cold scan: median {statistics.median(ratios):.1f}x "
           f"(min {min(ratios):.1f}x, max {max(ratios):.1f}x; goal >= 100x)")
     misses = catalog.cache_info()["misses"]

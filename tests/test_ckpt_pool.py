@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -164,20 +163,11 @@ def test_c_unpickler_is_off_outside_reader_processes():
         cr._c_unpickle(cf.pickle_bytes({"epoch": 1}), set())
 
 
-def limits_of(pid: int, deadline_s: float = 20) -> str:
-    """/proc/PID/limits once the reader has capped itself (it does so first thing)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        limits = Path(f"/proc/{pid}/limits").read_text()
-        if str(ckpt_pool.ADDRESS_SPACE_BYTES) in limits or time.monotonic() > end:
-            return limits
-        time.sleep(0.05)
-
-
 def test_readers_are_capped_isolated_and_torch_free(pool):
-    pool.start()
+    pool.start(wait=True)  # each has answered once: its limits are in place
+    assert len(ckpt_pool._READERS) == 2
     for reader in ckpt_pool._READERS:
-        limits = limits_of(reader.proc.pid)
+        limits = Path(f"/proc/{reader.proc.pid}/limits").read_text()
         address = next(line for line in limits.splitlines() if line.startswith("Max address space"))
         assert address.split()[3] == str(ckpt_pool.ADDRESS_SPACE_BYTES)
         core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))

@@ -202,10 +202,16 @@ def _start_readers() -> None:
             break
 
 
-def start() -> None:
-    """Boot the reader processes now (~0.2 s each, in parallel), so the first scan need not."""
+def start(wait: bool = False) -> None:
+    """Boot the reader processes now (~0.2 s each, in parallel), so the first scan need not;
+    ``wait``: return once each answers (an empty request), i.e. is ready to read."""
     with _LOCK:
         _start_readers()
+        if wait:
+            for reader in _READERS:
+                reader.send([], [])
+            batch = _Batch([])
+            batch.run()
 
 
 @atexit.register
