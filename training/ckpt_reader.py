@@ -68,7 +68,6 @@ import _compat_pickle
 import argparse
 import codecs
 import hashlib
-import io
 import json
 import math
 import numbers
@@ -1426,26 +1425,15 @@ class _CUnpickler(pickle.Unpickler):
 def _resolve_state_dict(state: dict) -> None:
     for key, value in state.items():
         if type(value) is _DeferredTensor:
-            # _DeferredTensor.resolve and _tensor inlined for the usual case: a well-formed
-            # persistent id and a short shape of sane ints (this runs for every tensor of the
-            # model); anything else takes the checking path
+            # _DeferredTensor.resolve inlined for a well-formed persistent id (this runs for
+            # every tensor of the model); anything else takes the checking path
             args = value.args
-            if 4 <= len(args) <= 7:
-                pid, size = args[0], args[2]
-                if (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"
-                        and type(pid[1]) is _StorageType and type(pid[2]) is str
-                        and type(pid[3]) is str and type(pid[4]) is int and pid[4] >= 0
-                        and type(size) is tuple and len(size) <= 8):
-                    n = 1
-                    for d in size:
-                        if type(d) is not int or d < 0:
-                            break
-                        n *= d
-                        if n >= _MAX_DIM:
-                            break
-                    else:
-                        state[key] = TensorStub(size, pid[1].dtype, n)
-                        continue
+            pid = args[0] if 4 <= len(args) <= 7 else None
+            if (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"
+                    and type(pid[1]) is _StorageType and type(pid[2]) is str
+                    and type(pid[3]) is str and type(pid[4]) is int and pid[4] >= 0):
+                state[key] = _tensor(args[2], pid[1].dtype)
+                continue
         if isinstance(value, _Deferred):
             state[key] = value.resolve()
 
