@@ -11,8 +11,8 @@ else (see "the C unpickler" in ckpt_reader). So a batch of files goes to reader 
   ``sys.path``) and import ckpt_reader alone, never torch;
 * cap their own address space (``RLIMIT_AS``), write no core dumps, ignore Ctrl-C and exit when
   their stdin closes, which also happens when this process dies;
-* get one path per JSON line and answer each with the file's CheckpointInfo as one JSON line:
-  data only, never a pickle;
+* get a chunk of paths as one JSON line and answer it with one JSON line of the files'
+  CheckpointInfo fields: data only, never a pickle;
 * are disposable: one that dies (a segfault on a crafted file), stops answering (``TIMEOUT_S``)
   or cannot answer costs only that process; the file it was reading is read here by the
   interpreter, its other requests go to a fresh process, and the batch goes on.
@@ -24,8 +24,9 @@ read here, by the interpreter. ``TRAINING_READER_PROCESSES=0`` in the environmen
 off; every file is then read in this process.
 
 Each file gets the verdict the interpreter gives it (kind, reason, metadata): the C path hands
-any file it cannot read to the interpreter, and tests/test_ckpt_pool.py compares the two on real
-and crafted files.
+any file it cannot read to the interpreter, and tests/test_ckpt_pool.py compares the two on real,
+crafted and fuzzed files. The one documented difference: the C path does not check tensors the
+metadata never reads (see ckpt_reader).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ __all__ = ["ReadRequest", "read_checkpoint_infos", "start", "shutdown", "process
 
 MIN_BATCH = 16  # fewer files than this are read in this process: no round trips, no start-up
 MAX_PROCESSES = 4
-TIMEOUT_S = 30.0  # one file, in the worst case a 64 MB pickle read by the interpreter
+TIMEOUT_S = 30.0  # no answer for this long: the reader is hung (its chunk is retried file by file)
 ADDRESS_SPACE_BYTES = 2 << 30  # per reader process: Python + the largest pickle we accept, x20
 _RESTARTS_PER_BATCH = 4
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
@@ -66,7 +67,8 @@ _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
 
 def reader_main() -> None:
     """A reader process: cap resources, then answer each request line (a JSON list of
-    ``[path, with_history, use_sidecar]``) with one line: the JSON list of their CheckpointInfo dicts."""
+    ``[path, with_history, use_sidecar]``) with one line: the JSON list of their CheckpointInfo
+    dicts (see _SAME)."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_BYTES, ADDRESS_SPACE_BYTES))
