@@ -223,12 +223,6 @@ def _cached_infos(files: list[tuple[str, Signature]]) -> list[CheckpointInfo]:
     return infos  # type: ignore[return-value]
 
 
-def _read_all(root: Path, listings: list[tuple[str, Listing]]) -> None:
-    """Bring every listed checkpoint into the cache, all folders in one batch (a first scan)."""
-    _cached_infos([(os.path.join(root, name, file), signature)
-                   for name, listing in listings for file, signature in listing])
-
-
 # Names repeat across folders and rescans: parse each once (regexes are the rescan's main cost).
 _parsed_name = functools.lru_cache(maxsize=1 << 16)(parse_checkpoint_name)
 _sort_key = functools.lru_cache(maxsize=1 << 16)(checkpoint_sort_key)
@@ -326,18 +320,26 @@ def _list_folder(exp_dir: Path) -> Listing:
     return listing
 
 
+def _all_checkpoints(root: Path, listings: list[tuple[str, Listing]]) -> dict[str, list[_Checkpoint]]:
+    """Each listed folder's checkpoints in checkpoint order: infos from the cache where
+    unchanged, the rest read in one batch across all folders (a first scan reads them all)."""
+    files = [[(os.path.join(root, name, file), sig) for file, sig in listing] for name, listing in listings]
+    infos = iter(_cached_infos([f for folder in files for f in folder]))
+    out: dict[str, list[_Checkpoint]] = {}
+    for (name, listing), folder_files in zip(listings, files):
+        checkpoints = out[name] = []
+        for (file, sig), info in zip(listing, infos):
+            named = _parsed_name(file)
+            checkpoints.append(_Checkpoint(info.path, info, named.role, named.epoch, sig))
+        _INFO_CACHE.prune_folder(os.path.join(root, name), {path for path, _ in folder_files})
+    return out
+
+
 def _folder_checkpoints(exp_dir: Path, listing: Listing | None = None) -> list[_Checkpoint]:
-    """The folder's checkpoints in checkpoint order (infos from the cache where unchanged)."""
+    """One folder's checkpoints (see _all_checkpoints)."""
     if listing is None:
         listing = _list_folder(exp_dir)
-    folder = str(exp_dir)
-    files = [(os.path.join(folder, name), sig) for name, sig in listing]
-    out: list[_Checkpoint] = []
-    for (name, sig), info in zip(listing, _cached_infos(files)):
-        named = _parsed_name(name)
-        out.append(_Checkpoint(info.path, info, named.role, named.epoch, sig))
-    _INFO_CACHE.prune_folder(folder, {path for path, _ in files})
-    return out
+    return _all_checkpoints(exp_dir.parent, [(exp_dir.name, listing)])[exp_dir.name]
 
 
 def _newest_full(checkpoints: list[_Checkpoint]) -> _Checkpoint | None:
@@ -404,9 +406,8 @@ def scan_checkpoints(models_root: Path | str) -> pd.DataFrame:
         memo = _FRAME_MEMO.get(key)
     if memo is not None and memo[0] == signature:  # nothing changed: no rows to rebuild
         return memo[1].copy()
-    _read_all(root, listings)
-    rows = [_checkpoint_row(name, ck) for name, listing in listings
-            for ck in _folder_checkpoints(root / name, listing)]
+    rows = [_checkpoint_row(name, ck) for name, checkpoints in _all_checkpoints(root, listings).items()
+            for ck in checkpoints]
     frame = _typed_frame(rows, CHECKPOINT_COLUMNS, _CHECKPOINT_DTYPES)
     with _FRAME_LOCK:
         _FRAME_MEMO.pop(key, None)
@@ -502,15 +503,14 @@ def _checkpoint_history(ck: _Checkpoint, experiment: str) -> list[dict[str, Any]
     return rows
 
 
-def _read_histories(root: Path, listings: list[tuple[str, Listing]]) -> None:
+def _read_histories(root: Path, by_folder: dict[str, list[_Checkpoint]]) -> None:
     """For the folders whose curve comes from their newest checkpoint (no training_log.csv), read
     those checkpoints' history in one batch, ahead of _checkpoint_history."""
     wanted = []
-    for name, listing in listings:
-        exp_dir = root / name
-        if not listing or (exp_dir / LOG_NAME).is_file():
+    for name, checkpoints in by_folder.items():
+        if not checkpoints or (root / name / LOG_NAME).is_file():
             continue
-        newest = _newest_full(_folder_checkpoints(exp_dir, listing))
+        newest = _newest_full(checkpoints)
         if newest is not None and _HISTORY_CACHE.get(str(newest.path), (newest.signature, name)) is None:
             wanted.append(newest)
     requests = [ReadRequest(str(ck.path), use_sidecar=ck.signature[2] is not None) for ck in wanted]
@@ -655,9 +655,8 @@ def _status(exp_dir: Path, readable: bool, epochs_done: int | None, num_epochs: 
     return "interrupted"
 
 
-def _experiment_row(root: Path, name: str, listing: Listing) -> dict[str, Any]:
+def _experiment_row(root: Path, name: str, checkpoints: list[_Checkpoint]) -> dict[str, Any]:
     exp_dir = root / name
-    checkpoints = _folder_checkpoints(exp_dir, listing)
     own = _own_history(exp_dir, checkpoints)
     rows = _history_rows(root, name, True, {name}, checkpoints, own)
     newest = _newest_full(checkpoints)
@@ -697,9 +696,9 @@ def scan_experiments(models_root: Path | str) -> pd.DataFrame:
     """
     root = Path(models_root)
     listings = [(name, _list_folder(root / name)) for name in list_experiment_names(root)]
-    _read_all(root, listings)
-    _read_histories(root, listings)
-    rows = [_experiment_row(root, name, listing) for name, listing in listings]
+    by_folder = _all_checkpoints(root, listings)
+    _read_histories(root, by_folder)
+    rows = [_experiment_row(root, name, checkpoints) for name, checkpoints in by_folder.items()]
     return _typed_frame(rows, EXPERIMENT_COLUMNS, _EXPERIMENT_DTYPES)
 
 

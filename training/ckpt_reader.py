@@ -1345,6 +1345,8 @@ class _Deferred(Exception):
     """A rebuild call recorded by CPython (an exception is the cheapest object it builds from
     any arguments); :meth:`resolve` makes the call through the interpreter's stand-in."""
 
+    stand_in: Callable[..., Any]  # set by each subclass
+
     def resolve(self) -> Any:
         args = [a.resolve() if isinstance(a, _Deferred) else a for a in self.args]
         return self.stand_in(*args)
