@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The test command from the README: installs what the tests need, then runs them all.
+# The test command from the README. It sets up the project-local virtual environment .venv/
+# (created when missing, filled from requirements-dev.txt) and runs the whole suite in it.
 # Chromium (Debian's package) drives the real-browser tests; it is installed when missing and
 # this runs as root with apt-get available (as on CI), otherwise those tests report why they skip.
 set -euo pipefail
 cd "$(dirname "$0")"
-python -m pip install -q -r requirements-dev.txt
+. tools/venv.sh requirements-dev.txt
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
     || echo "warning: could not install chromium; browser tests will skip" >&2
 fi
-python -m pytest "$@"
+exec python -m pytest "$@"

@@ -163,6 +163,29 @@ def test_list_checkpoints_missing_folder_is_a_clear_error(tmp_path: Path) -> Non
     assert "models/g3_heatmap_DF_CCE_100_16_1e-06_group3_contrastiveFalse_nothing_here" in result.err
 
 
+def test_list_checkpoints_by_comment_alone_finds_the_one_folder_with_that_comment(trained: Path) -> None:
+    """The guide's own example: ``--list_checkpoints --comment exp1`` for a run trained with other
+    options than the defaults (lcnn, 4 epochs, batch 8, lr 0.001)."""
+    result = run_main(["--list_checkpoints", "--comment", "exp1"], trained)
+    assert result.code == 0, result.text
+    assert result.out.splitlines()[1] == f"📋 Available Checkpoints in models/{EXP1}"
+    assert "📦 checkpoint_epoch_4_exp1.pth" in result.out
+
+
+def test_list_checkpoints_by_comment_with_several_folders_names_them(tmp_path: Path, trained: Path) -> None:
+    cwd = copy_models(trained, tmp_path)
+    twin = cwd / "models" / EXP1.replace("_4_8_", "_9_8_")
+    twin.mkdir()
+    (cwd / "models" / EXP1.replace("_exp1", "_my_exp1")).mkdir()  # ends in "_exp1" but its comment is my_exp1
+    result = run_main(["--list_checkpoints", "--comment", "exp1"], cwd)
+    assert result.code == 2
+    assert f"Folders with this comment: {EXP1}, {twin.name} " in result.err
+    # Options typed on the command line narrow the choice down to one folder.
+    narrowed = run_main(["--list_checkpoints", "--comment", "exp1", "--num_epochs", "4"], cwd)
+    assert narrowed.code == 0, narrowed.text
+    assert narrowed.out.splitlines()[1] == f"📋 Available Checkpoints in models/{EXP1}"
+
+
 def test_list_checkpoints_does_not_import_torch(tmp_path: Path) -> None:
     code = ("import sys; from training.cli import main; main(['--list_checkpoints', '--comment', 'x']); "
             "print('torch' in sys.modules)")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS
-from training.naming import experiment_dir, experiment_name
+from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
 
 EXIT_USAGE = 2
 EXIT_BUSY = 3
@@ -85,22 +85,39 @@ def check_combinations(args: dict[str, Any]) -> None:
 
 # --- --list_checkpoints (no torch) ---------------------------------------------------------------
 
-def list_checkpoints(args: dict[str, Any]) -> int:
+def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset()) -> int:
     from training.ckpt_reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
 
     folder = experiment_dir(args)
     if not folder.is_dir():
-        print(f"No experiment folder {folder}: nothing to list.", file=sys.stderr)
-        root = Path(args["models_root"])
-        if args.get("comment") and root.is_dir():
-            similar = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.endswith(f"_{args['comment']}"))
-            if similar:
-                print("Folders with this comment: " + ", ".join(similar)
+        matches = folders_matching(args, explicit)
+        if len(matches) != 1:
+            print(f"No experiment folder {folder}: nothing to list.", file=sys.stderr)
+            if matches:
+                print("Folders with this comment: " + ", ".join(p.name for p in matches)
                       + " (pass the matching --model_type/--num_epochs/... to list one)", file=sys.stderr)
-        return EXIT_USAGE
+            return EXIT_USAGE
+        folder = matches[0]
     infos = [read_checkpoint_info(p) for p in list_checkpoint_files(folder)]
     print(format_checkpoint_listing(folder, infos))
     return 0
+
+
+def folders_matching(args: dict[str, Any], explicit: set[str]) -> list[Path]:
+    """Experiment folders under the models root that carry ``--comment`` and agree with every
+    hyperparameter typed on the command line (the guide lists ``--comment exp1`` alone, whatever
+    options exp1 was trained with). Empty without a comment."""
+    root = Path(args["models_root"])
+    if not args.get("comment") or not root.is_dir():
+        return []
+    typed = {key: args[key] for key in explicit if key in NAME_KEYS}
+    matches = []
+    for path in sorted(root.iterdir()):
+        named = parse_experiment_name(path.name)
+        if (named.get("comment") == args["comment"] and path.is_dir()
+                and all(named.get(key, DEFAULTS[key]) == value for key, value in typed.items())):
+            matches.append(path)
+    return matches
 
 
 # --- deciding how to start -------------------------------------------------------------------------
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         args, explicit = parse_args(argv)  # argparse itself exits 2 on unknown flags or bad values
         check_combinations(args)
         if args["list_checkpoints"]:
-            return list_checkpoints(args)
+            return list_checkpoints(args, explicit)
         if args["device"] == "cuda":
             import torch
             if not torch.cuda.is_available():

@@ -14,6 +14,9 @@ from typing import Any
 from training.config import DEFAULTS
 
 CHECKPOINT_SUFFIX = ".pth"
+# The options an experiment folder's name is made of (see experiment_name).
+NAME_KEYS = ("model_type", "track", "loss", "num_epochs", "batch_size", "lr", "group_size", "use_contrastive",
+             "comment")
 
 
 def format_lr(lr: float) -> str:
