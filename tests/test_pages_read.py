@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cli_helpers import REPO, TINY, load, run_main, start_main, stop_with, wait_for
+from training import dashboard_access
 from training.ckpt_reader import sidecar_path
 from training.views import STATUSES
 
@@ -44,10 +45,14 @@ def root(tmp_path_factory) -> Path:
     return models
 
 
-def app(root: Path, monkeypatch: pytest.MonkeyPatch, page: str | None = None, **params) -> AppTest:
-    """The dashboard on ``root``, switched to ``page`` with these query parameters, after a run."""
+def app(root: Path, monkeypatch: pytest.MonkeyPatch, page: str | None = None, signed_in: bool = True,
+        **params) -> AppTest:
+    """The dashboard on ``root``, switched to ``page`` with these query parameters, after a run;
+    signed in (the token in the session, as the pages document for tests) unless told not to."""
     monkeypatch.setenv("MODELS_ROOT", str(root))
     at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    if signed_in:
+        at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()
     at.query_params.update(params)
     at.run()
     if page:
@@ -81,6 +86,13 @@ def test_empty_root_shows_how_to_start_a_first_run(tmp_path: Path, monkeypatch: 
     for page in ("pages/curves.py", "pages/checkpoints.py"):
         at.switch_page(page).run()
         assert not at.exception and at.info, page
+
+
+def test_sidebar_says_read_only_until_signed_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unsigned = app(tmp_path / "models", monkeypatch, signed_in=False)
+    assert any("Read-only" in c.value and "?token=" in c.value for c in unsigned.sidebar.caption)
+    signed = app(tmp_path / "models", monkeypatch)
+    assert not any("Read-only" in c.value for c in signed.sidebar.caption)
 
 
 def test_experiments_table_lists_every_run_with_best_eer_and_status(root: Path, monkeypatch) -> None:
@@ -229,6 +241,28 @@ def test_delete_offers_only_unprotected_files_and_needs_confirmation(root: Path,
     at.button(key="confirm_delete").click().run()
     assert "best_checkpoint_eer_a.pth" in at.error[0].value and "best checkpoint" in at.error[0].value
     assert (copy / A / "best_checkpoint_eer_a.pth").exists()
+
+
+def test_delete_without_the_token_is_refused(root: Path, tmp_path: Path, monkeypatch) -> None:
+    copy = tmp_path / "models"
+    shutil.copytree(root, copy)
+    at = app(copy, monkeypatch, "pages/checkpoints.py", signed_in=False, exp=[A])
+    at.multiselect(key="delete_files").select("checkpoint_epoch_1_a.pth").run()
+    at.button(key="delete").click().run()
+    assert any("Delete refused" in e.value for e in at.error), [e.value for e in at.error]
+    assert not any("cannot be undone" in m.value for m in at.markdown)  # no dialog offered
+    # Even a confirmation already pending (opened before, or crafted) deletes nothing.
+    at.session_state["_checkpoints_pending_delete"] = (A, ["checkpoint_epoch_1_a.pth"])
+    at.run()
+    at.button(key="confirm_delete").click().run()
+    assert any("Delete refused" in e.value for e in at.error), [e.value for e in at.error]
+    assert (copy / A / "checkpoint_epoch_1_a.pth").exists() and sidecar_path(copy / A / "checkpoint_epoch_1_a.pth").exists()
+    # With the token the same request goes through.
+    at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()
+    at.session_state["_checkpoints_pending_delete"] = (A, ["checkpoint_epoch_1_a.pth"])
+    at.run()
+    at.button(key="confirm_delete").click().run()
+    assert not (copy / A / "checkpoint_epoch_1_a.pth").exists()
 
 
 def test_cancel_keeps_the_files(root: Path, tmp_path: Path, monkeypatch) -> None:
