@@ -247,6 +247,19 @@ def test_auto_resume_link_fills_the_form_from_the_experiment(trained: Path, tmp_
         kill_job_leftovers(root)
 
 
+def test_auto_resume_note_names_the_checkpoint_the_cli_takes(trained: Path) -> None:
+    """The best copy and the epoch file hold the same epoch: the CLI continues the epoch file."""
+    from training.store import find_latest_good_checkpoint
+
+    assert {p.name for p in (trained / TRAINED_EXP).glob("*.pth")} == {"checkpoint_epoch_1.pth",
+                                                                      "best_checkpoint_eer.pth"}
+    at = open_launch(trained, mode="auto_resume", experiment=TRAINED_EXP)
+    note = next(t for t in texts(at.warning) if "newest good checkpoint" in t)
+    cli_pick = find_latest_good_checkpoint(trained / TRAINED_EXP, lambda line: None)
+    assert f"(now {cli_pick.path.name}, epoch 1)" in note and cli_pick.path.name == "checkpoint_epoch_1.pth"
+    assert "by (epoch, step)" in note
+
+
 # --- Launch: what cannot be submitted -------------------------------------------------------------
 
 @pytest.mark.parametrize("token", [None, "", "a-wrong-token-of-enough-length"])
