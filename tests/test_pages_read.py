@@ -151,6 +151,16 @@ def test_auto_resume_opens_the_launch_page_for_interrupted_runs(root: Path, monk
 
 # --- Curves --------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("bad", ["..", "../x", "/etc", ".", "no_such_run", "a/../" + A])
+def test_url_naming_a_folder_outside_the_root_gets_a_message_not_an_error(root: Path, monkeypatch, bad: str) -> None:
+    at = app(root, monkeypatch, "pages/curves.py", exp=[bad, A])
+    assert any("Not under this models root" in w.value and bad in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    assert A in traces(plotly_figures(at)[0], "raw"), "the good experiment is still drawn"
+    for page in ("pages/experiments.py", "pages/checkpoints.py"):
+        other = app(root, monkeypatch, page, exp=[bad])
+        assert not other.exception, page
+
 def test_curves_overlay_selected_runs_and_follow_lineage(root: Path, monkeypatch) -> None:
     at = app(root, monkeypatch, "pages/curves.py", exp=[B, A_EXT])
     figures = plotly_figures(at)
