@@ -149,6 +149,52 @@ def test_auto_resume_opens_the_launch_page_for_interrupted_runs(root: Path, monk
     assert "experiments" not in at.title[0].value.lower()  # left the Experiments page
 
 
+ORIGINAL = "model_DF_weighted_CCE_100_14_1e-06"  # an ASVspoof 2021 baseline folder (default loss weighted_CCE)
+
+
+def original_format_folder(root: Path, best: bool) -> Path:
+    """The original script's files: ``epoch_0.pth`` .. ``epoch_3.pth`` (+ ``best_model_eer.pth``), weights only."""
+    import torch
+
+    from ckpt_factories import tiny_model
+
+    folder = root / ORIGINAL
+    folder.mkdir(parents=True)
+    weights = tiny_model().state_dict()
+    for name in [f"epoch_{e}.pth" for e in range(4)] + (["best_model_eer.pth"] if best else []):
+        torch.save(weights, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("best,fine_tune_from", [(True, "best_model_eer.pth"), (False, "epoch_3.pth")])
+def test_original_format_folder_offers_fine_tuning_not_auto_resume(tmp_path: Path, monkeypatch, best: bool,
+                                                                   fine_tune_from: str) -> None:
+    original_format_folder(tmp_path / "models", best)
+    at = app(tmp_path / "models", monkeypatch)
+    line = next(m.value for m in at.markdown if ORIGINAL in m.value and "epoch" in m.value)
+    assert "epoch 3 of 100" in line and "None" not in line and "weights only" in line, line
+    assert not [b.key for b in at.button if b.key.startswith("auto_resume_")], "weights cannot be resumed"
+    at.button(key=f"fine_tune_{ORIGINAL}").click().run()
+    assert at.query_params == {"mode": "pretrained", "checkpoint": f"{ORIGINAL}/{fine_tune_from}"}
+    # The Launch page takes that link: the file is preselected, a new experiment is planned.
+    launch = app(tmp_path / "models", monkeypatch, "pages/launch.py", **at.query_params)
+    assert launch.selectbox(key="launch_checkpoint").value == f"{ORIGINAL}/{fine_tune_from}"
+    assert not launch.error, [e.value for e in launch.error]
+
+
+def test_auto_resume_is_not_offered_where_it_would_continue_another_folder(root: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    copy = tmp_path / "models"
+    shutil.copytree(root, copy)
+    (copy / STOP).rename(copy / "renamed_stop")  # its checkpoints' settings still name STOP
+    at = app(copy, monkeypatch)
+    assert [b.key for b in at.button if b.key.startswith("auto_resume_")] == []
+    line = next(m.value for m in at.markdown if "renamed_stop" in m.value and "epoch" in m.value)
+    assert f"name another folder ({STOP})" in line
+    at.button(key="fine_tune_renamed_stop").click().run()  # its weights can still start a new run
+    assert at.query_params["mode"] == "pretrained"
+
+
 # --- Curves --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", ["..", "../x", "/etc", ".", "no_such_run", "a/../" + A])
