@@ -6,28 +6,66 @@
 The models root comes from ``--models_root`` (after ``--``), else ``MODELS_ROOT``, else ``models/``;
 the sidebar can change it for this browser session. Selected experiments and page state live in
 ``st.query_params`` so a URL can be shared.
+
+This one file is both the app and its server. Streamlit runs it as the script (``__name__`` is
+``"__main__"``: every rerun, and AppTest). ``streamlit run`` finds the ``app = st.App(...)`` below
+and serves it with uvicorn, importing this file as the module ``dashboard``: that adds
+training.dashboard_access's middleware (own-origin WebSockets only, ``?token=`` sign-in) and prints
+the sign-in URL with the start-up token. Launch, Stop and Delete need that token.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import streamlit as st
 
-from pages.common import sidebar_models_root
-from training import ckpt_pool
+from training import dashboard_access
 
-st.set_page_config(page_title="ASVspoof training", page_icon="🎙️", layout="wide")
-# The catalog reads checkpoints in reader processes; booting them (~0.2 s) now overlaps with the
-# page's imports, so the first scan finds them running. A no-op once they are.
-ckpt_pool.start()
 
-PAGES = [
-    st.Page("pages/experiments.py", title="Experiments", icon="📋", url_path="experiments", default=True),
-    st.Page("pages/curves.py", title="Curves", icon="📈", url_path="curves"),
-    st.Page("pages/checkpoints.py", title="Checkpoints", icon="💾", url_path="checkpoints"),
-    st.Page("pages/launch.py", title="Launch", icon="🚀", url_path="launch"),
-    st.Page("pages/jobs.py", title="Jobs", icon="⚙️", url_path="jobs"),
-]
+def render() -> None:
+    from pages.common import sidebar_access_notice, sidebar_models_root
+    from training import ckpt_pool
 
-navigation = st.navigation(PAGES)
-sidebar_models_root()
-navigation.run()
+    st.set_page_config(page_title="ASVspoof training", page_icon="🎙️", layout="wide")
+    # The catalog reads checkpoints in reader processes; booting them (~0.2 s) now overlaps with the
+    # page's imports, so the first scan finds them running. A no-op once they are.
+    ckpt_pool.start()
+    pages = [
+        st.Page("pages/experiments.py", title="Experiments", icon="📋", url_path="experiments", default=True),
+        st.Page("pages/curves.py", title="Curves", icon="📈", url_path="curves"),
+        st.Page("pages/checkpoints.py", title="Checkpoints", icon="💾", url_path="checkpoints"),
+        st.Page("pages/launch.py", title="Launch", icon="🚀", url_path="launch"),
+        st.Page("pages/jobs.py", title="Jobs", icon="⚙️", url_path="jobs"),
+    ]
+    navigation = st.navigation(pages)
+    sidebar_models_root()
+    sidebar_access_notice()
+    navigation.run()
+
+
+@contextlib.asynccontextmanager
+async def print_sign_in_url(_app):
+    """After Streamlit's own "Local URL" lines: the URL that carries the token (once, at start-up)."""
+    from streamlit import config
+    from streamlit.web.server import server_util
+
+    address = next((a for a in (config.get_option("browser.serverAddress"), config.get_option("server.address"))
+                    if a and a not in dashboard_access.WILDCARD_ADDRESSES), "localhost")
+    url = dashboard_access.sign_in_url(server_util.get_url(address), dashboard_access.server_token())
+    print(f"\n  Sign in (launch, stop and delete need this token; keep it private):\n  {url}\n", flush=True)
+    yield None
+
+
+if __name__ == "__main__":
+    render()
+else:
+    try:
+        dashboard_access.server_token()  # a bad DASHBOARD_TOKEN stops the server before it listens
+    except dashboard_access.TokenError as exc:
+        print(f"dashboard: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    from starlette.middleware import Middleware
+
+    app = st.App(__file__, middleware=[Middleware(dashboard_access.AccessMiddleware)], lifespan=print_sign_in_url)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import ensure_navigation, models_root, selected_experiments
+from pages.common import ensure_navigation, models_root, refusal, selected_experiments, signed_in
 from training import catalog
 from training.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
                             checkpoint_table, deletable_files, diff_targets)
@@ -158,6 +158,8 @@ def confirm_delete(root: Path, experiment: str, files: list[str], total_bytes: i
     left, right = st.columns(2)
     if left.button("Delete", type="primary", key="confirm_delete"):
         try:
+            if not signed_in():  # checked here, at the deletion itself: a pending request may be stale
+                raise catalog.CatalogError(refusal("Delete"))
             deleted = catalog.delete_checkpoints(root, experiment, files)
         except catalog.CatalogError as exc:
             st.session_state[FLASH_KEY] = ("error", str(exc))
@@ -183,7 +185,10 @@ def delete_section(root: Path, experiment: str, rows: pd.DataFrame) -> None:
         return
     files = st.multiselect("Intermediate checkpoints to delete", deletable, key="delete_files")
     if st.button("Delete selected…", disabled=not files, key="delete"):
-        st.session_state[PENDING_KEY] = (experiment, list(files))
+        if signed_in():
+            st.session_state[PENDING_KEY] = (experiment, list(files))
+        else:
+            st.error(refusal("Delete"))
     # The dialog stays open across reruns until confirmed, cancelled or dismissed (the pending
     # request lives in session state, so a full rerun shows it again).
     pending = st.session_state.get(PENDING_KEY)

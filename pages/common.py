@@ -1,8 +1,12 @@
-"""Widgets and state shared by every page: the models root and the selected experiments.
+"""Widgets and state shared by every page: the models root, the selected experiments, and
+whether this browser may act (launch, stop, delete).
 
 Both live where a shared URL can carry them: the selection in ``st.query_params["exp"]`` (one
 value per experiment), the models root in session state (seeded from the command line or the
-environment; it is a server path, so it is not put in the URL).
+environment; it is a server path, so it is not put in the URL). Acting needs the dashboard's
+start-up token (training.dashboard_access): the sign-in cookie this session's WebSocket came with,
+or the token put in ``st.session_state["dashboard_token"]`` (how AppTest tests sign in; a browser
+cannot set that key, and either way the secret itself must be known).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from training import dashboard_access
 from training.ui import resolve_models_root
 
 MODELS_ROOT_KEY = "models_root"
@@ -82,3 +87,28 @@ def set_selected_experiments(names: list[str]) -> None:
             st.query_params[SELECTION_PARAM] = names
         else:
             st.query_params.pop(SELECTION_PARAM, None)
+
+
+# --- who may act -----------------------------------------------------------------------------
+
+SIGN_IN_HINT = ("open the sign-in URL the dashboard printed when it started "
+                "(`http://…/?token=…`, or `DASHBOARD_TOKEN` when it was set)")
+
+
+def signed_in() -> bool:
+    """This session holds the dashboard's token (its sign-in cookie, or the session value)."""
+    from streamlit import config
+
+    cookie = st.context.cookies.get(dashboard_access.cookie_name(int(config.get_option("server.port"))))
+    return dashboard_access.token_matches(cookie) or dashboard_access.token_matches(
+        st.session_state.get(dashboard_access.SESSION_KEY))
+
+
+def refusal(action: str) -> str:
+    """What an action refused for want of the token says."""
+    return f"{action} refused: this browser has not signed in with the dashboard's token; {SIGN_IN_HINT}."
+
+
+def sidebar_access_notice() -> None:
+    if not signed_in():
+        st.sidebar.caption(f"🔒 Read-only: to launch, stop or delete, {SIGN_IN_HINT}.")

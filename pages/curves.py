@@ -25,9 +25,14 @@ PICKER_WROTE_KEY = "_curves_picker_wrote"  # the selection as the picker last le
 # --- data: catalog.experiment_history re-reads a training_log.csv only when its (path, size,
 # mtime) changed, so calling it on every rerun is cheap; no st.cache_data (runs grow while shown).
 
-def load_histories(root: Path, names: list[str]) -> dict[str, pd.DataFrame]:
-    """Each experiment's epochs, its parent's first when it was resumed into a new folder."""
-    return {name: catalog.experiment_history(root, name, follow_lineage=True) for name in names}
+def load_histories(root: Path, names: list[str], known: list[str]) -> dict[str, pd.DataFrame]:
+    """Each experiment's epochs, its parent's first when it was resumed into a new folder.
+
+    Only folders listed under the root are read: a URL's ``exp`` can say anything (``..``,
+    ``/etc``, a deleted run), and those get an empty frame, which missing_notice names."""
+    listed = set(known)
+    return {name: catalog.experiment_history(root, name, follow_lineage=True) if name in listed
+            else pd.DataFrame() for name in names}
 
 
 def load_names(root: Path) -> list[str]:
@@ -88,7 +93,7 @@ if not chosen:
             "the selection is kept in the URL, so the link shows the same comparison.")
 else:
     smoothing, log_eer = display_options()
-    histories = load_histories(root, chosen)
+    histories = load_histories(root, chosen, all_names)
     missing_notice(histories, all_names)
     lineage_notice(histories)
     charts = curve_figures({n: h for n, h in histories.items() if not h.empty}, smoothing, log_eer)

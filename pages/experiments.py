@@ -4,8 +4,9 @@ Shows status, hyperparameters, progress, best and latest validation EER / accura
 sparkline of validation EER per epoch; filters by text, model type, track and status; the rows
 picked in the table become the selection the Curves and Checkpoints pages show (kept in the URL
 as ``?exp=...``, with the filters, so a link reproduces the view). Interrupted runs get an
-"Auto-resume" button that opens the Launch page prefilled. With no experiments yet, it shows the
-command of a first (demo) run.
+"Auto-resume" button that opens the Launch page prefilled, when auto-resume would continue that
+very folder; folders holding weights only (the original script's format) get "Fine-tune from
+here" instead. With no experiments yet, it shows the command of a first (demo) run.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import streamlit as st
 
 from pages.common import ensure_navigation, models_root, selected_experiments, set_selected_experiments
 from training import catalog
-from training.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, distinct_values, filter_experiments,
-                            merge_selection, selection_rows)
+from training.launch_form import auto_resume_refusal
+from training.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, distinct_values,
+                            filter_experiments, merge_selection, progress_text, selection_rows, weights_checkpoint)
 
 DEMO_COMMAND = ("python main.py --model_type lcnn --num_epochs 3 --train_size 256 --val_size 128 "
                 "--lr 0.001 --comment demo --models_root {root}")
@@ -105,17 +107,29 @@ def experiments_table(shown: pd.DataFrame) -> list[str]:
     return selection
 
 
-def interrupted_actions(shown: pd.DataFrame) -> None:
-    """An "Auto-resume" button per interrupted experiment shown."""
+def interrupted_actions(root: Path, shown: pd.DataFrame) -> None:
+    """Per interrupted experiment shown: "Auto-resume" when it would continue that very folder,
+    else why not, with "Fine-tune from here" where the folder holds weights to start from."""
     interrupted = shown[shown["status"] == "interrupted"]
     if interrupted.empty:
         return
     st.subheader("Interrupted runs")
+    checkpoints = catalog.scan_checkpoints(root)
     for name, done, target in zip(interrupted["name"], interrupted["epochs_done"], interrupted["num_epochs"]):
+        name = str(name)
         left, right = st.columns([5, 1])
-        left.markdown(f"`{name}` stopped after epoch {done if pd.notna(done) else 0} of {target}.")
-        if right.button("Auto-resume", key=f"auto_resume_{name}", help="Open the Launch page to continue this run"):
-            st.switch_page(LAUNCH_PAGE, query_params=auto_resume_params(str(name)))
+        refusal = auto_resume_refusal(checkpoints, name)
+        if refusal is None:
+            left.markdown(f"`{name}` stopped after {progress_text(done, target)}.")
+            if right.button("Auto-resume", key=f"auto_resume_{name}", help="Open the Launch page to continue this run"):
+                st.switch_page(LAUNCH_PAGE, query_params=auto_resume_params(name))
+            continue
+        weights = weights_checkpoint(checkpoints, name)
+        left.markdown(f"`{name}` reached {progress_text(done, target)}; no auto-resume: {refusal}.")
+        if weights is not None and right.button(
+                "Fine-tune from here", key=f"fine_tune_{name}",
+                help=f"Open the Launch page to start a new run from the weights of {weights}"):
+            st.switch_page(LAUNCH_PAGE, query_params=checkpoint_launch_params("pretrained", name, weights))
 
 
 def selection_summary(selection: list[str]) -> None:
@@ -142,4 +156,4 @@ else:
     st.caption(f"{len(shown)} of {len(experiments)} experiments under `{root}`.")
     selection = experiments_table(shown)
     selection_summary(selection)
-    interrupted_actions(shown)
+    interrupted_actions(root, shown)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import ensure_navigation, models_root
+from pages.common import ensure_navigation, models_root, refusal, signed_in
 from training import jobs
 from training.job_status import format_duration, job_label, job_progress, jobs_frame
 
@@ -70,6 +70,9 @@ def stop_controls(root: str, job: jobs.Job) -> None:
                           help=f"SIGTERM: the trainer finishes its step, saves checkpoint_interrupt and exits; "
                                f"after {STOP_GRACE_S:g}s it is killed.")
     if st.button("Stop job", key=f"jobs_stop_{job.id}", disabled=not confirm or job.state == "stopping"):
+        if not signed_in():
+            st.error(refusal("Stop"))
+            return
         jobs.stop(root, job.id, grace_s=STOP_GRACE_S)
         st.rerun(scope="fragment")
 

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages.common import ensure_navigation, models_root
+from pages.common import ensure_navigation, models_root, refusal, signed_in
 from training import catalog
 from training import launch_form as lf
 from training.config import Option
@@ -148,6 +148,9 @@ def render_preview(plan: lf.LaunchPlan) -> None:
 
 def submit(root: str, plan: lf.LaunchPlan) -> None:
     """Launch the previewed plan; the outcome is shown at the top of the page."""
+    if not signed_in():
+        st.session_state[RESULT_KEY] = ("error", refusal("Launch"), None)
+        return
     if not plan.ok:
         st.session_state[RESULT_KEY] = ("error", "Not launched: " + plan.errors[0], None)
         return

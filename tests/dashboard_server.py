@@ -2,13 +2,17 @@
 Debian's Chromium driven by Playwright (its own browser download does not work on these machines).
 
     with serve_dashboard(models_root, tmp_path / "streamlit.log") as url, chromium_page() as page:
-        page.goto(url)
+        page.goto(url.sign_in("/experiments"))  # the printed token URL: sets the cookie, then /experiments
+        page.goto(url)                          # later visits carry the cookie
+
+``url`` is the base URL (a str); ``url.token`` is the token the dashboard printed at start-up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,6 +32,26 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 ARTIFACTS = REPO / "test-artifacts"  # screenshots kept after the run (git-ignored)
 
 
+SIGN_IN_LINE = re.compile(r"(http://\S+)/\?token=(\S+)")
+
+
+class DashboardURL(str):
+    """The served dashboard's base URL, knowing the token its start-up output printed."""
+
+    token: str
+
+    def sign_in(self, path: str = "/") -> str:
+        """``path`` with the token: the dashboard sets its cookie and redirects to ``path``."""
+        separator = "&" if "?" in path else "?"
+        return f"{self}{path}{separator}token={self.token}"
+
+
+def printed_sign_in(log: Path) -> tuple[str, str] | None:
+    """(base URL, token) from the sign-in line the dashboard prints once it listens."""
+    match = SIGN_IN_LINE.search(log.read_text(errors="replace"))
+    return (match.group(1), match.group(2)) if match else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,14 +66,15 @@ def require_browser() -> None:
 
 
 @contextlib.contextmanager
-def serve_dashboard(models_root: Path, log: Path, timeout: float = 90) -> Iterator[str]:
+def serve_dashboard(models_root: Path, log: Path, timeout: float = 90,
+                    env: dict[str, str] | None = None) -> Iterator[DashboardURL]:
     """Start the dashboard as a real OS process on a free port; yield its URL; stop it."""
     port = free_port()
     argv = [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard.py"),
             "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
             "--", "--models_root", str(models_root)]
-    env = child_env()
+    env = dict(child_env(), **(env or {}))
     env.pop("MODELS_ROOT", None)
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -62,14 +87,18 @@ def serve_dashboard(models_root: Path, log: Path, timeout: float = 90) -> Iterat
                 raise RuntimeError(f"streamlit exited with {proc.returncode}: {log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
+                    printed = printed_sign_in(log)
+                    if r.status == 200 and printed:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"streamlit did not become healthy: {log.read_text()[-2000:]}")
             time.sleep(0.2)
-        yield url
+        assert printed[0] == url, f"the sign-in URL {printed[0]} is not the served {url}"
+        served = DashboardURL(url)
+        served.token = printed[1]
+        yield served
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)

@@ -64,9 +64,11 @@ def test_launch_follow_curves_resume_in_a_real_browser(tmp_path: Path) -> None:
     root.mkdir()
     try:
         with serve_dashboard(root, tmp_path / "streamlit.log") as url, chromium_page() as page:
-            # 1. a fresh run from the Launch form. Enter at the root and use the sidebar: a new
-            # session that opens /launch directly runs the page without dashboard.py's navigation.
-            page.goto(url)
+            # 1. a fresh run from the Launch form. Enter at the root through the printed sign-in URL
+            # (launching needs its token) and use the sidebar: a new session that opens /launch
+            # directly runs the page without dashboard.py's navigation.
+            page.goto(url.sign_in("/"))
+            page.wait_for_url(f"{url}/")  # the token left the address bar; the cookie keeps it
             open_from_sidebar(page, "Launch")
             page.get_by_text("Launch a training run").wait_for()
             choose(page, "model_type", "lcnn")

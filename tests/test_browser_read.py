@@ -29,17 +29,21 @@ def test_experiments_table_and_curves_in_chromium(tmp_path: Path) -> None:
         assert result.code == 0, result.text
     with serve_dashboard(models, tmp_path / "streamlit.log") as url, chromium_page() as page:
         # A page URL as the server's first request (a shared link) must still get dashboard.py's
-        # navigation and sidebar, not Streamlit's pages-folder fallback.
+        # navigation and sidebar, not Streamlit's pages-folder fallback. Without the token the
+        # dashboard only reads, and says so.
         page.goto(f"{url}/experiments")
         page.get_by_role("heading", name="Experiments").wait_for()
         page.get_by_label("Models root", exact=True).wait_for()
+        page.get_by_text("Read-only: to launch, stop or delete").wait_for()
         nav = page.locator("[data-testid='stSidebarNav']")
         assert nav.get_by_text("Curves", exact=True).count() == 1 and nav.get_by_text("common").count() == 0
         for name in (A, B):
             page.get_by_text(name, exact=True).first.wait_for(state="attached")
         screenshot(page, "experiments")
 
-        page.goto(f"{url}/curves?{urlencode([('exp', A), ('exp', B)])}")
+        # Signing in through the printed URL keeps the link's own parameters.
+        page.goto(url.sign_in(f"/curves?{urlencode([('exp', A), ('exp', B)])}"))
+        page.wait_for_url(f"{url}/curves?{urlencode([('exp', A), ('exp', B)])}")
         page.get_by_role("heading", name="Curves").wait_for()
         charts = page.locator(".js-plotly-plot")
         charts.first.locator(".main-svg").first.wait_for(state="visible")
@@ -49,4 +53,5 @@ def test_experiments_table_and_curves_in_chromium(tmp_path: Path) -> None:
         legend.first.wait_for(state="visible")
         assert {A, B} <= set(legend.all_text_contents())
         assert page.locator("[data-testid='stException']").count() == 0
+        assert page.get_by_text("Read-only: to launch, stop or delete").count() == 0  # the cookie signed it in
         screenshot(page, "curves")

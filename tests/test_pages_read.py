@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cli_helpers import REPO, TINY, load, run_main, start_main, stop_with, wait_for
+from training import dashboard_access
 from training.ckpt_reader import sidecar_path
 from training.views import STATUSES
 
@@ -44,10 +45,14 @@ def root(tmp_path_factory) -> Path:
     return models
 
 
-def app(root: Path, monkeypatch: pytest.MonkeyPatch, page: str | None = None, **params) -> AppTest:
-    """The dashboard on ``root``, switched to ``page`` with these query parameters, after a run."""
+def app(root: Path, monkeypatch: pytest.MonkeyPatch, page: str | None = None, signed_in: bool = True,
+        **params) -> AppTest:
+    """The dashboard on ``root``, switched to ``page`` with these query parameters, after a run;
+    signed in (the token in the session, as the pages document for tests) unless told not to."""
     monkeypatch.setenv("MODELS_ROOT", str(root))
     at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    if signed_in:
+        at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()
     at.query_params.update(params)
     at.run()
     if page:
@@ -81,6 +86,13 @@ def test_empty_root_shows_how_to_start_a_first_run(tmp_path: Path, monkeypatch: 
     for page in ("pages/curves.py", "pages/checkpoints.py"):
         at.switch_page(page).run()
         assert not at.exception and at.info, page
+
+
+def test_sidebar_says_read_only_until_signed_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unsigned = app(tmp_path / "models", monkeypatch, signed_in=False)
+    assert any("Read-only" in c.value and "?token=" in c.value for c in unsigned.sidebar.caption)
+    signed = app(tmp_path / "models", monkeypatch)
+    assert not any("Read-only" in c.value for c in signed.sidebar.caption)
 
 
 def test_experiments_table_lists_every_run_with_best_eer_and_status(root: Path, monkeypatch) -> None:
@@ -137,7 +149,63 @@ def test_auto_resume_opens_the_launch_page_for_interrupted_runs(root: Path, monk
     assert "experiments" not in at.title[0].value.lower()  # left the Experiments page
 
 
+ORIGINAL = "model_DF_weighted_CCE_100_14_1e-06"  # an ASVspoof 2021 baseline folder (default loss weighted_CCE)
+
+
+def original_format_folder(root: Path, best: bool) -> Path:
+    """The original script's files: ``epoch_0.pth`` .. ``epoch_3.pth`` (+ ``best_model_eer.pth``), weights only."""
+    import torch
+
+    from ckpt_factories import tiny_model
+
+    folder = root / ORIGINAL
+    folder.mkdir(parents=True)
+    weights = tiny_model().state_dict()
+    for name in [f"epoch_{e}.pth" for e in range(4)] + (["best_model_eer.pth"] if best else []):
+        torch.save(weights, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("best,fine_tune_from", [(True, "best_model_eer.pth"), (False, "epoch_3.pth")])
+def test_original_format_folder_offers_fine_tuning_not_auto_resume(tmp_path: Path, monkeypatch, best: bool,
+                                                                   fine_tune_from: str) -> None:
+    original_format_folder(tmp_path / "models", best)
+    at = app(tmp_path / "models", monkeypatch)
+    line = next(m.value for m in at.markdown if ORIGINAL in m.value and "epoch" in m.value)
+    assert "epoch 3 of 100" in line and "None" not in line and "weights only" in line, line
+    assert not [b.key for b in at.button if b.key.startswith("auto_resume_")], "weights cannot be resumed"
+    at.button(key=f"fine_tune_{ORIGINAL}").click().run()
+    assert at.query_params == {"mode": "pretrained", "checkpoint": f"{ORIGINAL}/{fine_tune_from}"}
+    # The Launch page takes that link: the file is preselected, a new experiment is planned.
+    launch = app(tmp_path / "models", monkeypatch, "pages/launch.py", **at.query_params)
+    assert launch.selectbox(key="launch_checkpoint").value == f"{ORIGINAL}/{fine_tune_from}"
+    assert not launch.error, [e.value for e in launch.error]
+
+
+def test_auto_resume_is_not_offered_where_it_would_continue_another_folder(root: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    copy = tmp_path / "models"
+    shutil.copytree(root, copy)
+    (copy / STOP).rename(copy / "renamed_stop")  # its checkpoints' settings still name STOP
+    at = app(copy, monkeypatch)
+    assert [b.key for b in at.button if b.key.startswith("auto_resume_")] == []
+    line = next(m.value for m in at.markdown if "renamed_stop" in m.value and "epoch" in m.value)
+    assert f"name another folder ({STOP})" in line
+    at.button(key="fine_tune_renamed_stop").click().run()  # its weights can still start a new run
+    assert at.query_params["mode"] == "pretrained"
+
+
 # --- Curves --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ["..", "../x", "/etc", ".", "no_such_run", "a/../" + A])
+def test_url_naming_a_folder_outside_the_root_gets_a_message_not_an_error(root: Path, monkeypatch, bad: str) -> None:
+    at = app(root, monkeypatch, "pages/curves.py", exp=[bad, A])
+    assert any("Not under this models root" in w.value and bad in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    assert A in traces(plotly_figures(at)[0], "raw"), "the good experiment is still drawn"
+    for page in ("pages/experiments.py", "pages/checkpoints.py"):
+        other = app(root, monkeypatch, page, exp=[bad])
+        assert not other.exception, page
 
 def test_curves_overlay_selected_runs_and_follow_lineage(root: Path, monkeypatch) -> None:
     at = app(root, monkeypatch, "pages/curves.py", exp=[B, A_EXT])
@@ -229,6 +297,28 @@ def test_delete_offers_only_unprotected_files_and_needs_confirmation(root: Path,
     at.button(key="confirm_delete").click().run()
     assert "best_checkpoint_eer_a.pth" in at.error[0].value and "best checkpoint" in at.error[0].value
     assert (copy / A / "best_checkpoint_eer_a.pth").exists()
+
+
+def test_delete_without_the_token_is_refused(root: Path, tmp_path: Path, monkeypatch) -> None:
+    copy = tmp_path / "models"
+    shutil.copytree(root, copy)
+    at = app(copy, monkeypatch, "pages/checkpoints.py", signed_in=False, exp=[A])
+    at.multiselect(key="delete_files").select("checkpoint_epoch_1_a.pth").run()
+    at.button(key="delete").click().run()
+    assert any("Delete refused" in e.value for e in at.error), [e.value for e in at.error]
+    assert not any("cannot be undone" in m.value for m in at.markdown)  # no dialog offered
+    # Even a confirmation already pending (opened before, or crafted) deletes nothing.
+    at.session_state["_checkpoints_pending_delete"] = (A, ["checkpoint_epoch_1_a.pth"])
+    at.run()
+    at.button(key="confirm_delete").click().run()
+    assert any("Delete refused" in e.value for e in at.error), [e.value for e in at.error]
+    assert (copy / A / "checkpoint_epoch_1_a.pth").exists() and sidecar_path(copy / A / "checkpoint_epoch_1_a.pth").exists()
+    # With the token the same request goes through.
+    at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()
+    at.session_state["_checkpoints_pending_delete"] = (A, ["checkpoint_epoch_1_a.pth"])
+    at.run()
+    at.button(key="confirm_delete").click().run()
+    assert not (copy / A / "checkpoint_epoch_1_a.pth").exists()
 
 
 def test_cancel_keeps_the_files(root: Path, tmp_path: Path, monkeypatch) -> None:

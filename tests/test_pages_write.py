@@ -1,7 +1,11 @@
 """The Launch and Jobs pages in Streamlit's AppTest, with real launches: every submitted form
 starts a real ``python -m training`` job (TINY sizes) that the test waits for, and the argv the
 registry recorded is checked flag by flag. Nothing is mocked; leftovers are killed in teardown
-by pid + start time."""
+by pid + start time.
+
+Sessions sign in as the pages document it for tests: the dashboard's token in
+``st.session_state["dashboard_token"]`` (a served browser gets it as a cookie from the sign-in URL).
+Without it, Launch and Stop are refused."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cli_helpers import REPO, kill_job_leftovers
-from training import jobs, launch_form
+from training import dashboard_access, jobs, launch_form
 from training.config import OPTIONS
 from training.naming import experiment_name
 
@@ -30,9 +34,11 @@ RUN_TIMEOUT_S = 240
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def open_page(root: Path, page: str, **params: str) -> AppTest:
+def open_page(root: Path, page: str, signed_in: bool = True, **params: str) -> AppTest:
     at = AppTest.from_file(DASHBOARD, default_timeout=60)
     at.session_state["models_root"] = str(root)
+    if signed_in:
+        at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()
     for key, value in params.items():
         at.query_params[key] = value
     at.switch_page(page)
@@ -41,8 +47,8 @@ def open_page(root: Path, page: str, **params: str) -> AppTest:
     return at
 
 
-def open_launch(root: Path, **params: str) -> AppTest:
-    return open_page(root, "pages/launch.py", **params)
+def open_launch(root: Path, signed_in: bool = True, **params: str) -> AppTest:
+    return open_page(root, "pages/launch.py", signed_in, **params)
 
 
 def field(at: AppTest, name: str):
@@ -241,7 +247,41 @@ def test_auto_resume_link_fills_the_form_from_the_experiment(trained: Path, tmp_
         kill_job_leftovers(root)
 
 
+def test_auto_resume_note_names_the_checkpoint_the_cli_takes(trained: Path) -> None:
+    """The best copy and the epoch file hold the same epoch: the CLI continues the epoch file."""
+    from training.store import find_latest_good_checkpoint
+
+    assert {p.name for p in (trained / TRAINED_EXP).glob("*.pth")} == {"checkpoint_epoch_1.pth",
+                                                                      "best_checkpoint_eer.pth"}
+    at = open_launch(trained, mode="auto_resume", experiment=TRAINED_EXP)
+    note = next(t for t in texts(at.warning) if "newest good checkpoint" in t)
+    cli_pick = find_latest_good_checkpoint(trained / TRAINED_EXP, lambda line: None)
+    assert f"(now {cli_pick.path.name}, epoch 1)" in note and cli_pick.path.name == "checkpoint_epoch_1.pth"
+    assert "by (epoch, step)" in note
+
+
 # --- Launch: what cannot be submitted -------------------------------------------------------------
+
+@pytest.mark.parametrize("token", [None, "", "a-wrong-token-of-enough-length"])
+def test_launch_without_the_token_is_refused_and_creates_nothing(root: Path, token: str | None) -> None:
+    at = open_launch(root, signed_in=False)
+    if token is not None:
+        at.session_state[dashboard_access.SESSION_KEY] = token
+    fill(at, TINY_FORM)
+    press(at, "Launch")
+    press(at, "Launch")  # previewed now: only the token is missing
+    assert any("Launch refused" in t and "?token=" in t for t in texts(at.error)), texts(at.error)
+    assert not all_jobs(root) and not root.exists(), "a refused launch must create nothing"
+
+
+def test_launch_with_the_token_is_accepted(root: Path) -> None:
+    at = open_launch(root, signed_in=False)
+    fill(at, TINY_FORM)
+    press(at, "Launch")
+    at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()  # signs in
+    job = launch_confirmed(at, root)
+    assert job.experiment == TRAINED_EXP
+
 
 def test_resume_without_a_checkpoint_cannot_be_launched(root: Path) -> None:
     at = open_launch(root, mode="resume")
@@ -351,11 +391,17 @@ def test_stop_on_the_jobs_page_ends_in_state_stopped(root: Path) -> None:
     while "Training " not in jobs.tail_log(root, job.id):  # past start-up: SIGTERM saves and exits
         assert time.monotonic() < deadline and jobs.get_job(root, job.id).is_active, jobs.tail_log(root, job.id)
         time.sleep(0.2)
-    at = open_page(root, "pages/jobs.py")
+    at = open_page(root, "pages/jobs.py", signed_in=False)
     stop = at.button(key=f"jobs_stop_{job.id}")
     assert stop.disabled, "Stop must be confirmed first"
     at.checkbox(key=f"jobs_confirm_stop_{job.id}").check()
     at.run()
+    at.button(key=f"jobs_stop_{job.id}").click()
+    at.run()
+    assert any("Stop refused" in t for t in texts(at.error)), texts(at.error)
+    time.sleep(1)
+    assert jobs.get_job(root, job.id).state == "running", "without the token nothing is stopped"
+    at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()  # signs in
     at.button(key=f"jobs_stop_{job.id}").click()
     at.run()
     done = wait_done(root, job.id, timeout=60)

@@ -130,16 +130,55 @@ def stored_args(path: Path | str) -> dict[str, Any]:
     return dict(args) if isinstance(args, Mapping) else {}
 
 
+# --auto_resume's order among a folder's full checkpoints (training/store.py, which imports torch,
+# so the dashboard keeps its own copy): the highest (epoch, step in epoch) wins; at equal ones the
+# epoch file, then the interrupt file, then the best copy; then the newest file.
+AUTO_RESUME_ROLE_ORDER = {"epoch": 2, "interrupt": 1, "best": 0, "other": 0}
+
+
+def newest_resumable(checkpoints: pd.DataFrame, experiment: str) -> pd.Series | None:
+    """The scan's row of the checkpoint ``--auto_resume`` would continue ``experiment`` from
+    (None when it holds no full checkpoint with an epoch: weights-only files cannot resume)."""
+    rows = checkpoints[(checkpoints["experiment"] == experiment) & checkpoints["kind"].isin(list(RESUMABLE_KINDS))
+                       & checkpoints["epoch"].notna()]
+    if not len(rows):
+        return None
+    rows = rows.assign(_role=rows["role"].map(AUTO_RESUME_ROLE_ORDER).fillna(0),
+                       _step=rows["step_in_epoch"].fillna(0))
+    return rows.sort_values(["epoch", "_step", "_role", "modified"], kind="stable").iloc[-1]
+
+
 def experiment_stored_args(models_root: Path | str, checkpoints: pd.DataFrame, experiment: str) -> dict[str, Any]:
-    """The args of an experiment's furthest full checkpoint (what auto-resume would continue);
-    else what its folder name says; ``{}`` for a name that follows no scheme."""
-    rows = checkpoints[(checkpoints["experiment"] == experiment) & checkpoints["kind"].isin(list(RESUMABLE_KINDS))]
-    if len(rows):
-        newest = rows.sort_values(["epoch", "step_in_epoch", "modified"]).iloc[-1]
+    """The args of the checkpoint auto-resume would continue; else what its folder name says;
+    ``{}`` for a name that follows no scheme."""
+    newest = newest_resumable(checkpoints, experiment)
+    if newest is not None:
         args = stored_args(newest["path"])
         if args:
             return args
     return parse_experiment_name(experiment)
+
+
+def auto_resume_refusal(checkpoints: pd.DataFrame, experiment: str) -> str | None:
+    """Why the Launch page's auto-resume cannot continue this very folder; None when it can.
+
+    It needs a resumable checkpoint (the original script's weights-only ``epoch_N.pth`` /
+    ``best_model_eer.pth`` cannot restore the optimizer or the epoch), and the folder the form
+    computes from that checkpoint's settings must be this one (a renamed folder, or one named by
+    another scheme, would make the run write elsewhere)."""
+    newest = newest_resumable(checkpoints, experiment)
+    if newest is None:
+        legacy = checkpoints[(checkpoints["experiment"] == experiment) & (checkpoints["kind"] == "legacy")]
+        if len(legacy):
+            return "its files hold weights only (the original script's format): they cannot be resumed"
+        return "it holds no resumable checkpoint"
+    try:
+        target = experiment_name(stored_args(newest["path"]))
+    except (KeyError, TypeError, ValueError):
+        return f"{newest['file']} stores no settings that name its folder"
+    if target != experiment:
+        return f"its checkpoints' settings name another folder ({target}): auto-resume would continue that one"
+    return None
 
 
 # --- values -----------------------------------------------------------------------------------------
@@ -325,12 +364,13 @@ def target_folder_notes(mode: str, experiment: str, checkpoints: pd.DataFrame) -
         return [f"{experiment} already holds {len(present)} checkpoint file(s): a fresh start moves "
                 f"them to {experiment}/archive/<time>/ (nothing is deleted)"]
     if mode == "auto_resume":
-        resumable = present[present["kind"].isin(list(RESUMABLE_KINDS))]
-        if not len(resumable):
+        newest = newest_resumable(checkpoints, experiment)
+        if newest is None:
             return [f"{experiment} has no resumable checkpoint: auto-resume starts fresh"]
-        newest = resumable.sort_values(["epoch", "step_in_epoch"]).iloc[-1]
-        return [f"Auto-resume continues {experiment} from its newest good checkpoint "
-                f"(now {newest['file']}, epoch {int(newest['epoch'])})"]
+        step = int(newest["step_in_epoch"]) if pd.notna(newest["step_in_epoch"]) else 0
+        where = f"epoch {int(newest['epoch'])}" + (f", step {step} of epoch {int(newest['epoch']) + 1}" if step else "")
+        return [f"Auto-resume continues {experiment} from its newest good checkpoint by (epoch, step) "
+                f"(now {newest['file']}, {where}); a newer file that fails to load is skipped"]
     return []
 
 

@@ -109,9 +109,10 @@ _EXPERIMENT_PATTERNS = (
         r"_(?P<lr>[0-9.eE+-]+)_group(?P<group_size>\d+)_contrastive(?P<use_contrastive>True|False)"
         r"(?:_(?P<comment>.+))?$"
     ),
-    # The ASVspoof 2021 baseline's folders: model_{track}_{loss}_{epochs}_{batch}_{lr}[_{comment}]
+    # The ASVspoof 2021 baseline's folders: model_{track}_{loss}_{epochs}_{batch}_{lr}[_{comment}];
+    # its default loss is "weighted_CCE", so the loss may hold underscores.
     re.compile(
-        r"^model_" + _TRACK + r"_(?P<loss>[^_]+)_(?P<num_epochs>\d+)_(?P<batch_size>\d+)"
+        r"^model_" + _TRACK + r"_(?P<loss>.+?)_(?P<num_epochs>\d+)_(?P<batch_size>\d+)"
         r"_(?P<lr>[0-9.eE+-]+)(?:_(?P<comment>.+))?$"
     ),
 )

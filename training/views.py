@@ -94,6 +94,24 @@ def can_fine_tune(kind: str) -> bool:
     return kind in WEIGHT_KINDS
 
 
+def progress_text(epochs_done: object, target: object) -> str:
+    """"epoch 3 of 100"; the target is left out when unknown (no args, an unparsed folder name)."""
+    done = int(epochs_done) if pd.notna(epochs_done) else 0
+    return f"epoch {done} of {int(target)}" if pd.notna(target) else f"epoch {done} (target unknown)"
+
+
+def weights_checkpoint(checkpoints: pd.DataFrame, experiment: str) -> str | None:
+    """The file to fine-tune from when an experiment cannot be resumed: its best file, else the
+    highest epoch holding weights; None when it has no readable weights."""
+    rows = checkpoints[(checkpoints["experiment"] == experiment) & checkpoints["kind"].isin(list(WEIGHT_KINDS))]
+    if rows.empty:
+        return None
+    best = rows[rows["role"] == "best"]
+    if len(best):
+        return str(best["file"].iloc[0])
+    return str(rows.assign(_epoch=rows["epoch"].fillna(-1)).sort_values("_epoch", kind="stable")["file"].iloc[-1])
+
+
 def args_checkpoint(checkpoints: pd.DataFrame, experiment: str) -> Path | None:
     """The checkpoint whose ``args`` stand for an experiment's hyperparameters: its newest
     full checkpoint (highest epoch, the epoch file before the best copy), else any readable one."""
