@@ -42,7 +42,7 @@ from training.data import build_datasets
 from training.lock import ExperimentLock
 from training.losses import build_criterion
 from training.metrics import compute_eer
-from training.models import build_model, with_head_version
+from training.models import build_model, check_model_args, with_head_version
 from training.naming import (
     best_checkpoint_name,
     epoch_checkpoint_name,
@@ -190,6 +190,7 @@ class Trainer:
     """Trains one experiment folder; ``run()`` returns the process exit code."""
 
     def __init__(self, args: dict[str, Any], plan: StartPlan, echo: Callable[[str], None] = print):
+        check_model_args(args)  # a bad --ssl_path is reported before the lock or the folder exist
         self.args = args
         self.plan = plan
         self.echo = echo

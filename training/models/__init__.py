@@ -31,7 +31,7 @@ from training.models.lcnn import LCNN
 
 __all__ = ["BONAFIDE", "FRONTENDS", "HEAD_VERSION", "LEGACY_HEAD_VERSION", "MODEL_REGISTRY", "SPOOF",
            "G3Heatmap", "G3HeatmapV0", "LCNN", "ModelEntry", "ModelOutput", "VersionedEntry",
-           "build_model", "head_version", "model_args", "with_head_version"]
+           "build_model", "check_model_args", "head_version", "model_args", "with_head_version"]
 
 LEGACY_HEAD_VERSION = 0  # what args without a recorded ``head_version`` were trained with
 CURRENT_HEAD_KEY = "head.temporal_attn."  # a weight name only the current head has
@@ -135,6 +135,17 @@ def model_args(args: Mapping[str, Any] | Any) -> dict[str, Any]:
     entry = MODEL_REGISTRY[name]
     kwargs = entry.kwargs(args) if isinstance(entry, (ModelEntry, VersionedEntry)) else {}
     return {"model_type": name, **kwargs}
+
+
+def check_model_args(args: Mapping[str, Any]) -> None:
+    """Model options that name files, checked before a run creates anything: a bad ``--ssl_path``
+    raises ``SSLFolderError`` (a ``CheckpointError``: one line, exit 2)."""
+    from training.models.ssl_frontend import SSLFolderError, check_ssl_folder
+
+    if args.get("ssl_path"):
+        check_ssl_folder(args["ssl_path"])
+    elif args.get("freeze_ssl"):
+        raise SSLFolderError("--freeze_ssl needs --ssl_path (the built-in front-end is trained from scratch)")
 
 
 def with_head_version(args: Mapping[str, Any], source_args: Mapping[str, Any] | None,
