@@ -60,6 +60,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto", "auto, cpu or cuda", DEVICES, group="system"),
     Option("num_workers", int, 0, "data-loader worker processes", group="system"),
     Option("amp", bool, False, "mixed precision on CUDA", group="system"),
+    Option("ssl_path", str, None, "g3_heatmap front-end: a Hugging Face wav2vec2 / XLS-R folder (config.json + "
+           "weights); without it, a tiny front-end trained from scratch"),
+    Option("freeze_ssl", bool, False, "do not train the --ssl_path front-end; checkpoints then record its "
+           "folder and content hash instead of copying its weights"),
+    Option("no_temporal_bias", bool, False, "g3_heatmap: drop the original's centre-weighted bias on the temporal attention"),
+    Option("train_clamp", float, 10.0, "g3_heatmap: clamp the utterance embedding to +-this in training only, "
+           "as the original (10); 0 turns it off"),
+    Option("augment_dev", bool, False, "apply the training augmentation (RawBoost) to the validation set too, "
+           "as the original did; it changes which epoch is best", group="data"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

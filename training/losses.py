@@ -15,6 +15,16 @@ training log. Labels: 1 = bonafide, 0 = spoof.
   * supcon: supervised contrastive loss of Khosla et al. (2020), the L_out form, temperature 0.07.
     Anchors without a positive (a class with a single sample in the batch) are left out.
 
+The current g3_heatmap (``head_version`` 1) uses the research model's own pair of losses instead
+(``form="original"``, temperature 0.1, on its projection head), as its model file defines them:
+  * ``original_contrastive_loss``: ``-mean(sim over positive pairs) + mean_i log sum_{j negative}
+    exp(sim_ij)``, ``sim = cos / temperature``. The original adds ``log(1e-8)`` (about -18.4) for
+    each row without a negative (every row of a single-class batch); such rows are left out here.
+  * ``original_supcon_loss``: SupCon with the original's averaging: the mean over ALL rows, rows
+    without a positive counting as 0.
+  The original also clamps ``cos / temperature`` to +-10, a no-op at temperature 0.1 (left out),
+  and returned 0 whenever a loss was NaN (left out: a NaN loss is reported, not hidden).
+
 Both contrastive terms are exactly 0 (still attached to the graph) when the batch has no pair or
 no anchor with a positive, so batch size 1 and single-class batches are NaN-free. Everything here
 is deterministic: matrix products and masked reductions only, no scatter or indexing backward.
@@ -79,6 +89,38 @@ def supcon_loss(features: Tensor, labels: Tensor, temperature: float = 0.07) -> 
     return -(mean_pos * anchors).sum() / anchors.sum()
 
 
+def original_contrastive_loss(features: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
+    """The research model's ContrastiveLoss, without its ``log(1e-8)`` for rows with no negative."""
+    n = features.size(0)
+    self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
+    same = labels[:, None] == labels[None, :]
+    positives, negatives = same & ~self_mask, ~same
+    if n < 2 or not bool(positives.any()):
+        return _zero(features)
+    z = F.normalize(features.float(), dim=1)
+    sim = z @ z.T / temperature
+    pos_loss = -torch.where(positives, sim, 0.0).sum() / positives.sum()
+    rows = negatives.any(dim=1)
+    if not bool(rows.any()):
+        return pos_loss
+    neg_lse = torch.logsumexp(sim.masked_fill(~negatives, float("-inf"))[rows], dim=1)
+    return pos_loss + neg_lse.mean()
+
+
+def original_supcon_loss(features: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
+    """The research model's SupConLoss: mean over all rows, rows without a positive count as 0."""
+    n = features.size(0)
+    self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    if n < 2 or not bool(positives.any()):
+        return _zero(features)
+    z = F.normalize(features.float(), dim=1)
+    logits = (z @ z.T / temperature).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    per_row = torch.where(positives, log_prob, 0.0).sum(dim=1) / positives.sum(dim=1).clamp(min=1)
+    return -per_row.mean()
+
+
 @dataclass(frozen=True)
 class Criterion:
     """``criterion(output, labels) -> (loss, {"cce": .., ["contrastive": .., "supcon": ..,] "loss": ..})``."""
@@ -89,6 +131,7 @@ class Criterion:
     supcon_weight: float = 0.1
     temperature: float = 0.07
     margin: float = 1.0
+    form: str = "pairwise"  # "original": the research model's losses (current g3_heatmap)
 
     def __call__(self, output: ModelOutput, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         labels = labels.long()
@@ -96,8 +139,12 @@ class Criterion:
         total = terms[0]
         if self.use_contrastive:
             feats = output.projection if output.projection is not None else output.embedding
-            con = pairwise_contrastive_loss(feats, labels, self.margin)
-            sup = supcon_loss(feats, labels, self.temperature)
+            if self.form == "original":
+                con = original_contrastive_loss(feats, labels, self.temperature)
+                sup = original_supcon_loss(feats, labels, self.temperature)
+            else:
+                con = pairwise_contrastive_loss(feats, labels, self.margin)
+                sup = supcon_loss(feats, labels, self.temperature)
             total = total + self.contrastive_weight * con + self.supcon_weight * sup
             names += ["contrastive", "supcon"]
             terms += [con, sup]
@@ -111,6 +158,8 @@ def build_criterion(args: Mapping[str, Any] | Any) -> Criterion:
     a.update(args if isinstance(args, Mapping) else vars(args))
     if a["loss"] not in LOSSES:
         raise ValueError(f"unknown loss {a['loss']!r}; known: {', '.join(LOSSES)}")
+    original = a.get("model_type") == "g3_heatmap" and int(a.get("head_version", 0)) >= 1
     return Criterion(loss=a["loss"], use_contrastive=bool(a["use_contrastive"]),
                      contrastive_weight=float(a["contrastive_weight"]),
-                     supcon_weight=float(a["supcon_weight"]))
+                     supcon_weight=float(a["supcon_weight"]),
+                     **({"form": "original", "temperature": 0.1} if original else {}))

@@ -42,7 +42,7 @@ from training.data import build_datasets
 from training.lock import ExperimentLock
 from training.losses import build_criterion
 from training.metrics import compute_eer
-from training.models import build_model
+from training.models import build_model, check_model_args, with_head_version
 from training.naming import (
     best_checkpoint_name,
     epoch_checkpoint_name,
@@ -190,6 +190,7 @@ class Trainer:
     """Trains one experiment folder; ``run()`` returns the process exit code."""
 
     def __init__(self, args: dict[str, Any], plan: StartPlan, echo: Callable[[str], None] = print):
+        check_model_args(args)  # a bad --ssl_path is reported before the lock or the folder exist
         self.args = args
         self.plan = plan
         self.echo = echo
@@ -228,6 +229,12 @@ class Trainer:
         self.train_set, self.val_set = build_datasets(self.args)
 
     def _setup_model(self) -> None:
+        # The architecture version comes from the checkpoint a run starts from (old ones rebuild
+        # the old g3_heatmap head); it joins self.args, so every checkpoint records it.
+        source = self.plan.source
+        stored = source.full.get("args") if source is not None and source.full else None
+        self.args = with_head_version(self.args, stored if isinstance(stored, dict) else None,
+                                      source.model_state if source is not None else None)
         self.model = build_model(self.args).to(self.device)
         self.criterion = build_criterion(self.args)
         if self.plan.source is not None:
