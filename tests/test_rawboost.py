@@ -4,20 +4,25 @@ runs, across a SIGKILL and auto-resume), and old checkpoints resuming without au
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from scipy import signal
+from scipy import signal as dsp
 from torch.utils.data import DataLoader
 
-from cli_helpers import TINY, load, run_main, same_weights
+from cli_helpers import REPO, TINY, child_env, load, run_main, same_weights
 from kill_harness import run_kill_experiment
 from training import cli, launch_form
 from training.config import DEFAULTS, OPTIONS_BY_NAME
+from training.lock import ExperimentLock
 from training.data import ASVspoofDataset, ProtocolEntry, SyntheticSpoofDataset, build_datasets
 from training.naming import epoch_checkpoint_name
 from training.rawboost import (
@@ -82,7 +87,7 @@ def test_coloured_noise_is_shaped_by_the_notch_filters() -> None:
     cfg = RawBoostConfig(algo=3, nBands=3, minF=3900, maxF=4100, minBW=1500, maxBW=1500, minCoeff=201,
                          maxCoeff=201, SNRmin=20, SNRmax=20)
     noise = coloured_noise(x, cfg, clip_generator(0, 1, 0)) - x
-    freqs, power = signal.welch(noise, fs=16000, nperseg=1024)
+    freqs, power = dsp.welch(noise, fs=16000, nperseg=1024)
     notch = power[(freqs > 3700) & (freqs < 4300)].mean()
     outside = power[(freqs > 500) & (freqs < 2500)].mean()
     assert notch < outside / 100
@@ -135,10 +140,10 @@ def test_convolutive_noise_with_several_stages_is_non_linear() -> None:
 
 def test_filtering_equals_the_original_lfilter_of_the_zero_padded_signal() -> None:
     x = speech_like()
-    for taps in (np.array([1.0]), signal.firwin(11, [500, 900], fs=16000),
-                 np.convolve(signal.firwin(101, [3000, 3400], fs=16000), signal.firwin(31, [200, 600], fs=16000))):
+    for taps in (np.array([1.0]), dsp.firwin(11, [500, 900], fs=16000),
+                 np.convolve(dsp.firwin(101, [3000, 3400], fs=16000), dsp.firwin(31, [200, 600], fs=16000))):
         pad = len(taps) + 1
-        original = signal.lfilter(taps, 1, np.pad(x, (0, pad)))[pad // 2:pad // 2 + len(x)]
+        original = dsp.lfilter(taps, 1, np.pad(x, (0, pad)))[pad // 2:pad // 2 + len(x)]
         assert np.allclose(_apply_filter(x, taps), original, atol=1e-12)
 
 
@@ -370,6 +375,36 @@ def test_resuming_a_predating_checkpoint_trains_like_a_run_without_augmentation(
     final = load(next(resumed.iterdir()) / epoch_checkpoint_name(2, None))
     assert same_weights(final["model_state_dict"], runs["algo0"]["model_state_dict"])
     assert final["args"]["algo"] == 0
+
+
+HOLD_AND_FORK = """
+import os, sys, time
+from training.lock import ExperimentLock
+lock = ExperimentLock(sys.argv[1])
+lock.acquire()
+if os.fork() == 0:  # a data-loader worker: lives on for a while after its parent dies
+    print(os.getpid(), flush=True)  # from the child: its at-fork handlers have run
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+def test_a_sigkilled_runs_surviving_workers_do_not_keep_its_folder_locked(tmp_path: Path) -> None:
+    """Found by the kill test below: forked workers inherited the lock's descriptor, so the
+    resume after a SIGKILL was refused (exit 3) until the orphaned workers noticed and exited."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(tmp_path)], cwd=REPO,
+                              env=child_env(), stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        os.kill(child, 0)  # the orphan is still alive
+        with ExperimentLock(tmp_path):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        holder.stdout.close()
 
 
 @pytest.mark.slow
