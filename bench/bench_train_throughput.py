@@ -86,7 +86,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     opts = parser.parse_args()
     args = dict(DEFAULTS, model_type=opts.model_type, num_epochs=opts.epochs, train_size=opts.train_size,
-                val_size=opts.val_size, clip_samples=opts.clip_samples, lr=1e-3)
+                val_size=opts.val_size, clip_samples=opts.clip_samples, lr=1e-3,
+                algo=0)  # the loop's own cost; RawBoost's is bench_rawboost.py's
     # Warm the synthetic data cache and torch's kernels once so neither side pays for them.
     with tempfile.TemporaryDirectory() as tmp:
         hand_written(dict(args, num_epochs=1), Path(tmp))

@@ -81,6 +81,16 @@ def check_combinations(args: dict[str, Any]) -> None:
         raise UsageError(f"--keep_last must be at least 1, got {args['keep_last']}")
     if args["lr"] <= 0:
         raise UsageError(f"--lr must be positive, got {args['lr']}")
+    _check_augmentation(args)
+
+
+def _check_augmentation(args: dict[str, Any]) -> None:
+    from training.rawboost import check_options  # numpy only at import; scipy loads when augmenting
+
+    try:
+        check_options(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # --- --list_checkpoints (no torch) ---------------------------------------------------------------
@@ -124,6 +134,10 @@ def folders_matching(args: dict[str, Any], explicit: set[str]) -> list[Path]:
 
 # A key the checkpoint's stored args do not have (it predates the option).
 NOT_STORED = object()
+# The value a key the checkpoint predates had in effect when it trained, where that is not
+# today's default: checkpoints from before RawBoost trained without augmentation, so resuming one
+# must not switch it on (``--algo`` on the command line still can).
+PREDATED_VALUES: dict[str, Any] = {"algo": 0}
 
 
 def hyperparameter_differences(checkpoint_args: dict[str, Any], args: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -164,6 +178,8 @@ def _merge(base: dict[str, Any], cli: dict[str, Any], explicit: set[str], keys: 
     for key in keys:
         if key not in explicit and key not in ACTION_OPTIONS and key in base:
             merged[key] = base[key]
+        elif key not in explicit and base and key in PREDATED_VALUES:
+            merged[key] = PREDATED_VALUES[key]
     return merged
 
 

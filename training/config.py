@@ -50,6 +50,27 @@ OPTIONS: tuple[Option, ...] = (
     Option("train_size", int, 2000, "synthetic training clips", group="data"),
     Option("val_size", int, 500, "synthetic validation clips", group="data"),
     Option("clip_samples", int, 16000, "synthetic clip length in samples (16 kHz)", group="data"),
+    # RawBoost (training clips only; training/rawboost.py): the original recipe's names and defaults.
+    Option("algo", int, 3, "RawBoost: 0 none, 1 convolutive, 2 impulsive, 3 coloured additive noise, "
+           "4 = 1+2+3, 5 = 1+2, 6 = 1+3, 7 = 2+3 in series, 8 = 1 and 2 in parallel", group="augmentation"),
+    Option("nBands", int, 5, "RawBoost: notch filters per filter bank", group="augmentation"),
+    Option("minF", float, 20.0, "RawBoost: lowest notch centre frequency, Hz", group="augmentation"),
+    Option("maxF", float, 8000.0, "RawBoost: highest notch centre frequency, Hz", group="augmentation"),
+    Option("minBW", float, 100.0, "RawBoost: narrowest notch bandwidth, Hz", group="augmentation"),
+    Option("maxBW", float, 1000.0, "RawBoost: widest notch bandwidth, Hz", group="augmentation"),
+    Option("minCoeff", int, 10, "RawBoost: fewest FIR taps per notch filter", group="augmentation"),
+    Option("maxCoeff", int, 100, "RawBoost: most FIR taps per notch filter", group="augmentation"),
+    Option("minG", float, 0.0, "RawBoost: lowest filter-bank gain, dB", group="augmentation"),
+    Option("maxG", float, 0.0, "RawBoost: highest filter-bank gain, dB", group="augmentation"),
+    Option("minBiasLinNonLin", float, 5.0, "RawBoost: gain lowered by at least this for the non-linear "
+           "terms, dB (lowers minG)", group="augmentation"),
+    Option("maxBiasLinNonLin", float, 20.0, "RawBoost: gain lowered by at most this for the non-linear "
+           "terms, dB (lowers maxG)", group="augmentation"),
+    Option("N_f", int, 5, "RawBoost: convolutive stages (order of the non-linearity)", group="augmentation"),
+    Option("P", float, 10.0, "RawBoost: impulsive noise on up to this percentage of samples", group="augmentation"),
+    Option("g_sd", float, 2.0, "RawBoost: impulsive noise gain", group="augmentation"),
+    Option("SNRmin", float, 10.0, "RawBoost: lowest SNR of the coloured noise, dB", group="augmentation"),
+    Option("SNRmax", float, 40.0, "RawBoost: highest SNR of the coloured noise, dB", group="augmentation"),
     Option("models_root", str, "models", "folder that holds experiment folders", group="checkpoint"),
     Option("model_path", str, None, "checkpoint or weights file to resume from or start from", group="checkpoint"),
     Option("resume", bool, False, "resume from --model_path: weights, optimizer, epoch, best EER", group="checkpoint"),

@@ -40,6 +40,12 @@ Protocol formats read by ``read_protocol`` (blank lines ignored, anything else m
                                 (speaker utt codec source attack label trim subset ...)
     In-the-Wild meta.csv        ``file,speaker,label`` header; label ``bona-fide`` or ``spoof``
 
+Training clips can be augmented with RawBoost (``--algo``, ``training/rawboost.py``): the train
+set of ``build_datasets`` carries a ``ClipAugmenter`` unless ``--algo 0``; validation never does.
+Clip ``i`` of epoch ``e`` is augmented with a generator seeded by ``(seed, e, i)``, inside
+``__getitem__`` (so in the data-loader workers); the trainer calls ``set_epoch(e)`` before each
+epoch's loader starts. ASVspoof files are augmented before cutting, as the original recipe does.
+
 Audio is read with soundfile as mono float32 and cut to ``clip_samples`` (64,600 by default,
 about 4 s) or tiled when shorter, exactly like the 2021 baseline's ``pad``. ``--clip_samples``,
 ``--train_size`` and ``--val_size`` apply to the synthetic set only. With In-the-Wild only
@@ -68,6 +74,23 @@ DEFAULT_CLIP_SAMPLES = 64600  # the ASVspoof 2021 baseline's input length (~4 s)
 AUDIO_EXTENSIONS = (".flac", ".wav")
 
 Item = tuple[torch.Tensor, int, str]
+
+
+class Augmentable:
+    """Mixin: an optional RawBoost ``augmenter`` for training sets, and the epoch it draws for.
+
+    ``set_epoch`` must be called before the epoch's ``DataLoader`` starts iterating: workers are
+    started per loader and copy the data set (augmenter included) as it is then.
+    """
+
+    augmenter: Any = None  # a training.rawboost.ClipAugmenter, or None (no augmentation)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.augmenter is not None:
+            self.augmenter.epoch = int(epoch)
+
+    def _augmented(self, wave: np.ndarray, index: int) -> np.ndarray:
+        return wave if self.augmenter is None else self.augmenter(wave, index)
 
 
 class DataError(Exception):
@@ -309,7 +332,7 @@ def synthesize_clip(
     return np.clip(y, -1.0, 1.0)
 
 
-class SyntheticSpoofDataset(Dataset):
+class SyntheticSpoofDataset(Augmentable, Dataset):
     """Built-in synthetic bona fide / spoof clips (16 kHz), deterministic per ``(seed, split, index)``.
 
     Even indices are bona fide, odd indices spoof: exactly balanced, and any two consecutive
@@ -375,8 +398,11 @@ class SyntheticSpoofDataset(Dataset):
         if not -self.size <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} items")
         index %= self.size
-        # a copy, so callers modifying the tensor in place cannot corrupt the cache
-        return torch.from_numpy(self.waveform(index).copy()), self.label(index), self.utt_id(index)
+        clip = self.waveform(index)
+        # a copy (augmenting makes a new array), so callers modifying the tensor in place cannot
+        # corrupt the cache
+        clip = clip.copy() if self.augmenter is None else self._augmented(clip, index)
+        return torch.from_numpy(clip), self.label(index), self.utt_id(index)
 
 
 # =============================================================================================
@@ -514,7 +540,7 @@ def pad(x: np.ndarray, max_len: int = DEFAULT_CLIP_SAMPLES) -> np.ndarray:
     return np.tile(x, num_repeats)[:max_len]
 
 
-class ASVspoofDataset(Dataset):
+class ASVspoofDataset(Augmentable, Dataset):
     """Audio files named by a protocol: ``audio_dir/{utt_id}.flac`` (or ``.wav``), 16 kHz.
 
     All files are located when the dataset is built, so a wrong folder or an incomplete copy
@@ -567,7 +593,7 @@ class ASVspoofDataset(Dataset):
 
     def __getitem__(self, index: int) -> Item:
         entry = self.entries[index]
-        clip = pad(self.load(index), self.clip_samples)
+        clip = pad(self._augmented(self.load(index), index), self.clip_samples)
         return torch.from_numpy(np.ascontiguousarray(clip)), entry.label, entry.utt_id
 
 
@@ -626,6 +652,24 @@ def build_datasets(args: Mapping[str, Any] | Any) -> tuple[Dataset, Dataset]:
 
     given = args if isinstance(args, Mapping) else vars(args)  # a dict or an argparse namespace
     a = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    train, val = _datasets(a)
+    _attach_augmenter(train, a)
+    return train, val
+
+
+def _attach_augmenter(train: Dataset, a: Mapping[str, Any]) -> None:
+    """RawBoost for the training set (``--algo``), seeded by ``seed``; ``--algo 0`` attaches nothing."""
+    from training.rawboost import ClipAugmenter, RawBoostConfig
+
+    try:
+        cfg = RawBoostConfig.from_args(a)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    if cfg.algo != 0:
+        train.augmenter = ClipAugmenter(cfg, int(a["seed"]))
+
+
+def _datasets(a: Mapping[str, Any]) -> tuple[Dataset, Dataset]:
     if a["dataset"] == "synthetic":
         return _synthetic_datasets(a)
     if a["dataset"] == "asvspoof":

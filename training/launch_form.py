@@ -29,6 +29,7 @@ from training import catalog, jobs
 from training.cli import (
     ARCHITECTURE_KEYS,
     NOT_STORED,
+    PREDATED_VALUES,
     UsageError,
     _merge,
     check_combinations,
@@ -220,6 +221,8 @@ def form_defaults(mode: str, stored: Mapping[str, Any]) -> tuple[dict[str, Any],
             values[name] = _coerce(opt, stored[name])
         except (TypeError, ValueError):
             notes.append(f"The checkpoint's {name}={stored[name]!r} is not a valid --{name}; using {opt.default!r}")
+    if mode == "resume" and stored:  # what the CLI assumes for keys the checkpoint predates
+        values.update({k: v for k, v in PREDATED_VALUES.items() if k in values and k not in stored})
     if mode == "pretrained":
         base = values.get("comment")
         values["comment"] = f"{base}_{PRETRAINED_COMMENT_SUFFIX}" if base else PRETRAINED_COMMENT_SUFFIX

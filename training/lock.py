@@ -18,6 +18,25 @@ from typing import Any
 from training.proc import current_identity, is_alive
 
 LOCK_NAME = ".lock"
+# The locks this process holds, by file descriptor. A forked child (a data-loader worker) inherits
+# the descriptors, and with them a share of the flock: after a SIGKILL of the trainer its workers
+# would keep the folder locked until they notice and exit (seconds later), refusing the resume.
+_HELD: dict[int, "ExperimentLock"] = {}
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: close the copies without unlocking (``LOCK_UN`` would unlock the
+    parent's lock too, since both descriptors share one open file)."""
+    for fd, lock in list(_HELD.items()):
+        lock._fd = None
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 class ExperimentBusy(RuntimeError):
@@ -66,6 +85,7 @@ class ExperimentLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
+        _HELD[fd] = self
 
     def release(self) -> None:
         if self._fd is None:
@@ -74,6 +94,7 @@ class ExperimentLock:
         os.ftruncate(self._fd, 0)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
+        _HELD.pop(self._fd, None)
         self._fd = None
 
     def __enter__(self) -> "ExperimentLock":

@@ -379,6 +379,7 @@ class Trainer:
         start = self.resume_step
         sums = EpochSums.from_state(self.resume_sums, self.device) if self.resume_sums else EpochSums()
         self.resume_step, self.resume_sums = 0, None
+        self.train_set.set_epoch(epoch)  # RawBoost draws per (seed, epoch, clip); before the workers start
         bar = tqdm(self._loader(self.train_set, batches[start:]), total=len(batches), initial=start,
                    desc=f"Epoch {epoch}", leave=False, dynamic_ncols=True, file=sys.stderr)
         for step, (x, y) in enumerate(bar, start=start + 1):
