@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS
+from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, UsageError, validate_options
 from training.naming import experiment_dir, experiment_name
 
 EXIT_USAGE = 2
@@ -30,10 +30,16 @@ EXIT_BUSY = 3
 # Keys that define the network's shape: a pretrained start takes them from the weights' file
 # unless the command line sets them, since other values could not load those weights.
 ARCHITECTURE_KEYS = ("model_type", "group_size", "use_contrastive")
+# Keys that make up the experiment folder's and the files' names (training.naming).
+NAMING_KEYS = ("model_type", "track", "loss", "num_epochs", "batch_size", "lr", "group_size",
+               "use_contrastive", "comment", "models_root")
 
 
-class UsageError(Exception):
-    """A wrong flag combination or unusable input; exit code 2."""
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's own checks, reported like ours: one line and exit 2 (not the usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see --help)\n")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -42,7 +48,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     With ``suppress_defaults`` only the options actually typed appear in the namespace: that is
     how a resume tells "the user asked for lr 1e-4" from "lr was left at its default".
     """
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="main.py", description="Train an audio anti-spoofing model with exact checkpoint management.",
         argument_default=argparse.SUPPRESS if suppress_defaults else None)
     for opt in OPTIONS:
@@ -74,13 +80,6 @@ def check_combinations(args: dict[str, Any]) -> None:
         raise UsageError(f"--auto_resume and {other} cannot be used together: auto-resume decides itself")
     if args["auto_resume"] and args["model_path"]:
         raise UsageError("--auto_resume finds the checkpoint itself: drop --model_path, or use --resume --model_path")
-    for name in ("num_epochs", "batch_size", "group_size", "train_size", "val_size", "clip_samples"):
-        if args[name] is not None and args[name] < 1:
-            raise UsageError(f"--{name} must be at least 1, got {args[name]}")
-    if args["keep_last"] is not None and args["keep_last"] < 1:
-        raise UsageError(f"--keep_last must be at least 1, got {args['keep_last']}")
-    if args["lr"] <= 0:
-        raise UsageError(f"--lr must be positive, got {args['lr']}")
 
 
 # --- --list_checkpoints (no torch) ---------------------------------------------------------------
@@ -208,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, explicit = parse_args(argv)  # argparse itself exits 2 on unknown flags or bad values
         check_combinations(args)
+        validate_options(args)  # the rule jobs.launch and the Launch form apply too
         if args["list_checkpoints"]:
             return list_checkpoints(args)
         if args["device"] == "cuda":
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             if not torch.cuda.is_available():
                 raise UsageError("--device cuda: no CUDA device is available")
         effective, plan = plan_run(args, explicit)
+        # A checkpoint's stored values name the folder now: the same rule applies to them.
+        validate_options({k: effective.get(k) for k in NAMING_KEYS})
         return _train(effective, plan)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,198 @@
+"""Input validation (issue 10): one rule for every entry point, one line for every bad value.
+
+* ``training.config.validate_options`` is what the CLI, ``jobs.launch`` and the Launch form's
+  ``plan_launch`` call: the same bad value gives the same message in all three, and none of them
+  creates anything (folder, ``.lock``, registry row);
+* every value that becomes part of a path is checked where options are parsed: no separators,
+  no ``..``, no control characters, names within the file system's limit once assembled;
+* numbers are finite and in range; a models root that is a file or read-only is refused;
+* each refusal is one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import TINY, run_main
+from training import cli, config, jobs, launch_form
+from training.config import UsageError, longest_file_name, validate_options
+
+ONE_EPOCH = [*TINY, "--num_epochs", "1"]
+
+
+def created_anything(cwd: Path) -> list[str]:
+    """Everything under ``cwd`` (the test's scratch folder) except what the test put there."""
+    return sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*"))
+
+
+def assert_one_line_usage_error(result, *fragments: str) -> None:
+    lines = result.err.strip().splitlines()
+    assert result.code == 2, result.text
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    assert "Traceback" not in result.text
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# --- values that become part of a path -------------------------------------------------------------
+
+@pytest.mark.parametrize("comment, fragment", [
+    ("x/../../victim", "must not contain '/'"),
+    ("..", "must not contain '..'"),
+    ("a\nb", "control character"),
+    ("a\tb", "control character"),
+    ("c" * 300, "too long"),
+    ("é" * 120, "too long"),  # 240 characters but 480 bytes: the limit is in bytes
+])
+def test_comment_that_would_leave_the_root_or_break_a_name_is_refused_before_anything_exists(
+        tmp_path: Path, comment: str, fragment: str) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "victim_file.pth").write_bytes(b"mine")
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    before = created_anything(tmp_path)
+    result = run_main([*ONE_EPOCH, "--fresh_start", "--comment", comment], work)
+    assert_one_line_usage_error(result, "--comment", fragment)
+    assert created_anything(tmp_path) == before
+
+
+def test_longest_file_name_matches_what_the_sidecar_writer_makes(tmp_path: Path) -> None:
+    """The length rule assembles the same temporary name ckpt_reader.write_sidecar uses."""
+    from training.ckpt_reader import write_sidecar
+
+    pth = tmp_path / "checkpoint_epoch_1000_abc.pth"
+    pth.write_bytes(b"x")
+    seen = []
+    real_open = os.open
+
+    def spy(path, *a, **k):
+        seen.append(os.path.basename(path))
+        return real_open(path, *a, **k)
+
+    os.open = spy
+    try:
+        write_sidecar(pth, {"kind": "full"}, "0" * 64)
+    finally:
+        os.open = real_open
+    made = next(name for name in seen if ".tmp." in name)
+    assert len(made) <= len(longest_file_name("abc", 1000))
+    assert made.rsplit(".tmp.", 1)[0] == longest_file_name("abc", 1000).rsplit(".tmp.", 1)[0]
+
+
+def test_a_comment_at_the_name_limit_is_accepted_and_one_byte_more_refused() -> None:
+    limit = config.DEFAULT_NAME_MAX
+    base = len(longest_file_name("", 100)) + 1  # + the "_" before the comment
+    ok = "c" * (limit - base)
+    validate_options({"comment": ok, "num_epochs": 100})
+    with pytest.raises(UsageError, match="too long"):
+        validate_options({"comment": ok + "c", "num_epochs": 100})
+
+
+# --- numbers ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--lr=-1e-3"], "--lr must be positive"),
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--weight_decay", "nan"], "--weight_decay must be a finite number"),
+    (["--weight_decay", "-1"], "--weight_decay must be zero or positive"),
+    (["--num_workers", "-1"], "--num_workers must be at least 0"),
+    (["--clip_samples", "10"], f"--clip_samples must be at least {config.MIN_CLIP_SAMPLES}"),
+    (["--num_epochs", "100000000"], f"--num_epochs must be at most {config.MAX_NUM_EPOCHS}"),
+    (["--seed", "-5"], "--seed must be at least 0"),
+    (["--contrastive_weight", "inf"], "--contrastive_weight must be a finite number"),
+])
+def test_bad_numbers_are_one_line_and_exit_2(tmp_path: Path, flags: list[str], fragment: str) -> None:
+    result = run_main([*ONE_EPOCH, *flags], tmp_path)
+    assert_one_line_usage_error(result, fragment)
+    assert created_anything(tmp_path) == []
+
+
+def test_clip_samples_at_the_minimum_trains_with_both_models() -> None:
+    """The minimum is not arbitrary: both models accept a clip of that length."""
+    import torch
+
+    from training.models import build_model
+
+    for model_type in config.MODEL_TYPES:
+        model = build_model({**config.DEFAULTS, "model_type": model_type})
+        model(torch.randn(2, config.MIN_CLIP_SAMPLES))
+
+
+# --- the models root -------------------------------------------------------------------------------
+
+def test_models_root_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "root").write_text("a file")
+    for root in ("root", "root/below"):
+        result = run_main([*ONE_EPOCH, "--models_root", root], tmp_path)
+        assert_one_line_usage_error(result, f"--models_root {root}", "not a folder")
+    assert created_anything(tmp_path) == ["root"]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Path:
+    """A read-only tmpfs (chmod does not stop root, a read-only mount does)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.geteuid() == 0:
+            pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+        mount.chmod(0o555)  # for a normal user, permissions are enough
+        yield mount
+        mount.chmod(0o755)
+        return
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_read_only_models_root_is_one_line(tmp_path: Path, read_only_folder: Path) -> None:
+    for root in (read_only_folder, read_only_folder / "new"):
+        result = run_main([*ONE_EPOCH, "--models_root", str(root)], tmp_path)
+        assert_one_line_usage_error(result, f"--models_root {root}", "read-only" if os.geteuid() == 0 else "writ")
+    assert list(read_only_folder.iterdir()) == []
+
+
+# --- one rule, three entry points ------------------------------------------------------------------
+
+def test_cli_jobs_and_launch_form_share_one_validation_function() -> None:
+    assert cli.validate_options is config.validate_options
+    assert jobs.validate_options is config.validate_options
+    assert launch_form.validate_options is config.validate_options
+
+
+@pytest.mark.parametrize("field, value, flag_value", [
+    ("comment", "x/../../victim", "x/../../victim"),
+    ("comment", "c" * 300, "c" * 300),
+    ("lr", float("nan"), "nan"),
+    ("clip_samples", 10, "10"),
+    ("num_epochs", 10**8, str(10**8)),
+])
+def test_a_bad_value_gives_the_same_message_everywhere_and_creates_nothing(
+        tmp_path: Path, field: str, value, flag_value: str) -> None:
+    root = tmp_path / "root"
+    expected = None
+    try:
+        validate_options({field: value, "model_type": "lcnn", "models_root": str(root)})
+    except UsageError as exc:
+        expected = str(exc)
+    assert expected, "the value must be refused"
+
+    result = run_main(["--models_root", str(root), "--model_type", "lcnn", f"--{field}", flag_value], tmp_path)
+    assert result.err.strip() == f"error: {expected}" and result.code == 2, result.text
+
+    with pytest.raises(ValueError) as refused:
+        jobs.launch(root, "fresh", {field: value, "model_type": "lcnn"})
+    assert str(refused.value) == expected
+
+    raw = {field: launch_form.widget_value(launch_form.FIELDS_BY_NAME[field], value), "model_type": "lcnn"}
+    plan = launch_form.plan_launch(root, "fresh", raw, None)
+    assert plan.errors == [expected] and plan.command is None
+
+    assert created_anything(tmp_path) == []
