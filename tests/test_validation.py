@@ -196,3 +196,33 @@ def test_a_bad_value_gives_the_same_message_everywhere_and_creates_nothing(
     assert plan.errors == [expected] and plan.command is None
 
     assert created_anything(tmp_path) == []
+
+
+# --- a huge --num_epochs on resume ----------------------------------------------------------------
+
+def test_resume_preparing_the_folder_costs_no_memory_per_epoch_to_train(tmp_path: Path) -> None:
+    """_prepare_folder once built every future epoch's file name: 7 GB for 1e8 epochs. Now each
+    existing file's name is judged alone, and files in the way are still moved aside."""
+    import tracemalloc
+
+    from training.naming import epoch_checkpoint_name
+    from training.trainer import StartPlan, Trainer
+
+    args = {**config.DEFAULTS, "models_root": str(tmp_path), "comment": "c",
+            "num_epochs": config.MAX_NUM_EPOCHS}
+    trainer = Trainer(args, StartPlan("resume", None), echo=lambda line: None)
+    trainer.exp_dir.mkdir(parents=True)
+    in_the_way = trainer.exp_dir / epoch_checkpoint_name(5, "c")
+    others = [trainer.exp_dir / epoch_checkpoint_name(2, "c")]  # behind the resume point: kept
+    for path in [in_the_way, *others]:
+        path.write_bytes(b"not a checkpoint")
+    trainer.epoch = 3  # as _restore leaves it after loading an epoch-3 checkpoint
+    tracemalloc.start()
+    try:
+        trainer._prepare_folder()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20, f"{peak / 2**20:.0f} MB to prepare the folder"
+    assert not in_the_way.exists() and len(list(trainer.exp_dir.glob(f"archive/*/{in_the_way.name}"))) == 1
+    assert all(p.exists() for p in others)

@@ -538,9 +538,16 @@ class Trainer:
                           "Fresh start: the folder had an earlier run")
             return
         here = (self.epoch, self.resume_step)
+        target = int(self.args["num_epochs"])
+
         # Names this run will write: a file holding one is in the way whatever it says it holds
-        # (e.g. a corrupt copy of an older epoch that auto-resume skipped).
-        writes = {epoch_checkpoint_name(e, self.comment) for e in range(self.epoch + 1, int(self.args["num_epochs"]) + 1)}
+        # (e.g. a corrupt copy of an older epoch that auto-resume skipped). Judged per existing
+        # file from its name: a set of every future name would cost memory per epoch to train.
+        def writes(name: str) -> bool:
+            epoch = parse_checkpoint_name(name).epoch
+            return (epoch is not None and self.epoch < epoch <= target
+                    and name == epoch_checkpoint_name(epoch, self.comment))
+
         ahead = []
         for path in list_checkpoint_files(self.exp_dir):
             if path.resolve() in self.protected:
@@ -550,7 +557,7 @@ class Trainer:
             named = parse_checkpoint_name(path.name)
             # Unreadable files are judged by their name: would this run write a file of that name?
             unreadable_in_the_way = progress is None and ((named.epoch or 0) > self.epoch or named.role in ("best", "interrupt"))
-            if unreadable_in_the_way or (progress is not None and progress > here) or path.name in writes:
+            if unreadable_in_the_way or (progress is not None and progress > here) or writes(path.name):
                 ahead.append(path)
         self._archive(ahead, f"Resuming at epoch {self.epoch}: checkpoints past it would be overwritten")
         self._restore_log_rows()
