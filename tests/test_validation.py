@@ -226,3 +226,146 @@ def test_resume_preparing_the_folder_costs_no_memory_per_epoch_to_train(tmp_path
     assert peak < 2 * 2**20, f"{peak / 2**20:.0f} MB to prepare the folder"
     assert not in_the_way.exists() and len(list(trainer.exp_dir.glob(f"archive/*/{in_the_way.name}"))) == 1
     assert all(p.exists() for p in others)
+
+
+# --- every load for training is verified; damaged files stay marked --------------------------------
+
+VERIFY_RUN = [*TINY, "--num_epochs", "2", "--comment", "v"]
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory) -> Path:
+    """A finished 2-epoch run (its experiment folder); tests work on copies."""
+    cwd = tmp_path_factory.mktemp("two_epochs")
+    result = run_main(VERIFY_RUN, cwd)
+    assert result.code == 0, result.text
+    (folder,) = (cwd / "models").iterdir()
+    return folder
+
+
+def copy_run(two_epochs: Path, cwd: Path) -> Path:
+    """A copy of the run in ``cwd/models`` with mtimes kept (so the sidecars still vouch); the
+    copy breaks the hard link between the best file and its epoch."""
+    import shutil
+
+    folder = cwd / "models" / two_epochs.name
+    shutil.copytree(two_epochs, folder)
+    return folder
+
+
+def flip_bytes_keeping_mtime(path: Path) -> bytes:
+    """Flip 64 bytes inside the tensor data (not the pickle the reader reads) and put the size
+    and mtime back: nothing a stat-based check can notice. Returns the damaged bytes."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    for offset in range(len(data) // 2, len(data) // 2 + 64):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return bytes(data)
+
+
+def listing_entry(cwd: Path, name: str, *flags: str) -> list[str]:
+    result = run_main([*VERIFY_RUN, "--list_checkpoints", *flags], cwd)
+    assert result.code == 0, result.text
+    lines = result.out.splitlines()
+    start = lines.index(f"📦 {name}")
+    return lines[start + 1:next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("   ")), len(lines))]
+
+
+@pytest.mark.parametrize("with_sidecar", [True, False], ids=["sidecar-checksum", "zip-crc"])
+@pytest.mark.parametrize("how", [["--resume"], []], ids=["resume", "pretrained"])
+def test_loading_a_bit_flipped_checkpoint_is_refused_and_leaves_a_damage_mark(
+        two_epochs: Path, tmp_path: Path, with_sidecar: bool, how: list[str]) -> None:
+    from training.ckpt_reader import sidecar_path
+
+    folder = copy_run(two_epochs, tmp_path)
+    target = folder / "checkpoint_epoch_2_v.pth"
+    if not with_sidecar:
+        sidecar_path(target).unlink()
+    damaged = flip_bytes_keeping_mtime(target)
+    result = run_main([*TINY, "--num_epochs", "3", "--comment", "w", *how, "--model_path", str(target)], tmp_path)
+    assert_one_line_usage_error(result, str(target), "damaged", "refused")
+    assert target.read_bytes() == damaged, "the .pth itself is never modified"
+    assert not (tmp_path / "models" / two_epochs.name.replace("_2_8_", "_3_8_").replace("_v", "_w")).exists()
+    entry = listing_entry(tmp_path, target.name)
+    assert entry[0].startswith("   Damaged") and "not usable for training" in entry[0], entry
+
+    from training import catalog
+    catalog.clear_cache()
+    row = catalog.scan_checkpoints(tmp_path / "models").set_index("file").loc[target.name]
+    assert row["kind"] == "damaged" and not row["complete"]
+
+
+def test_auto_resume_leaves_a_damage_mark_on_the_file_it_skips(two_epochs: Path, tmp_path: Path) -> None:
+    folder = copy_run(two_epochs, tmp_path)
+    target = folder / "checkpoint_epoch_2_v.pth"
+    flip_bytes_keeping_mtime(target)
+    assert listing_entry(tmp_path, target.name)[0] == "   Epoch: 2", "a stat-keyed listing cannot see a flip"
+    result = run_main([*VERIFY_RUN[:-4], "--num_epochs", "2", "--comment", "v", "--auto_resume"], tmp_path)
+    assert result.code == 0, result.text
+    assert f"skipping {target.relative_to(tmp_path)}: damaged" in result.out
+    # The run trained epoch 2 again; the damaged file was moved aside with its (marked) sidecar.
+    from training.ckpt_reader import read_checkpoint_info
+    (moved,) = folder.glob(f"archive/*/{target.name}")
+    assert read_checkpoint_info(moved).kind == "damaged"
+    assert read_checkpoint_info(target).kind == "full" and read_checkpoint_info(target).complete
+
+
+def test_list_checkpoints_verify_finds_marks_and_clears_damage(two_epochs: Path, tmp_path: Path) -> None:
+    folder = copy_run(two_epochs, tmp_path)
+    target = folder / "checkpoint_epoch_1_v.pth"
+    good = target.read_bytes()
+    st = target.stat()
+    flip_bytes_keeping_mtime(target)
+    result = run_main([*VERIFY_RUN, "--list_checkpoints", "--verify"], tmp_path)
+    assert result.code == 0 and result.out.strip().endswith(f"1 damaged ({target.name})"), result.text
+    assert listing_entry(tmp_path, target.name)[0].startswith("   Damaged"), "the mark persists"
+    target.write_bytes(good)  # restored from a backup, mtime and all
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    result = run_main([*VERIFY_RUN, "--list_checkpoints", "--verify"], tmp_path)
+    assert result.out.strip().endswith("all intact"), result.text
+    assert listing_entry(tmp_path, target.name)[0] == "   Epoch: 1"
+
+
+def test_verify_flag_goes_with_list_checkpoints_only(tmp_path: Path) -> None:
+    assert_one_line_usage_error(run_main([*ONE_EPOCH, "--verify"], tmp_path), "--verify goes with --list_checkpoints")
+
+
+def test_dashboard_details_verify_marks_the_selected_file(two_epochs: Path, tmp_path: Path) -> None:
+    from training import catalog
+
+    folder = copy_run(two_epochs, tmp_path)
+    target = folder / "best_checkpoint_eer_v.pth"
+    flip_bytes_keeping_mtime(target)
+    catalog.clear_cache()
+    assert catalog.checkpoint_details(target)["catalog_kind"] == "best", "unverified: looks fine"
+    details = catalog.checkpoint_details(target, verify=True)
+    assert details["verified"] is False and details["catalog_kind"] == "damaged"
+    assert "checksum does not match" in details["reason"]
+    row = catalog.scan_checkpoints(tmp_path / "models").set_index("file").loc[target.name]
+    assert row["kind"] == "damaged"
+
+
+# --- what a --model_path really is -----------------------------------------------------------------
+
+def test_hostile_legacy_pickle_as_model_path_is_called_unsafe(tmp_path: Path) -> None:
+    from ckpt_factories import hostile_plain_pickle
+
+    marker = tmp_path / "pwned"
+    path = hostile_plain_pickle(tmp_path / "legacy.pth", marker)
+    result = run_main([*ONE_EPOCH, "--resume", "--model_path", str(path)], tmp_path)
+    assert_one_line_usage_error(result, str(path), "unsafe", "posix.system")
+    assert "Please file an issue" not in result.text and not marker.exists()
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.mkdir(), "a folder, not a checkpoint file"),
+    (lambda p: (os.symlink(p.with_name("b"), p), os.symlink(p, p.with_name("b"))), "a symbolic link loop"),
+    (lambda p: os.symlink(p.with_name("gone"), p), "a dangling symbolic link"),
+], ids=["folder", "symlink-loop", "dangling-link"])
+def test_model_path_that_is_not_a_file_says_what_it_is(tmp_path: Path, make, fragment: str) -> None:
+    path = tmp_path / "weights.pth"
+    make(path)
+    result = run_main([*ONE_EPOCH, "--resume", "--model_path", str(path)], tmp_path)
+    assert_one_line_usage_error(result, str(path), fragment)

@@ -51,6 +51,11 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="main.py", description="Train an audio anti-spoofing model with exact checkpoint management.",
         argument_default=argparse.SUPPRESS if suppress_defaults else None)
+    # Not a training option (so not in the table, the jobs API or the Launch form): it changes
+    # what --list_checkpoints reads.
+    parser.add_argument("--verify", action="store_true", default=argparse.SUPPRESS if suppress_defaults else False,
+                        help="with --list_checkpoints: hash every file (sidecar checksum, else zip CRCs) "
+                             "and mark damaged ones, which later listings show without hashing")
     for opt in OPTIONS:
         default = argparse.SUPPRESS if suppress_defaults else opt.default
         if opt.kind is bool:
@@ -84,7 +89,9 @@ def check_combinations(args: dict[str, Any]) -> None:
 
 # --- --list_checkpoints (no torch) ---------------------------------------------------------------
 
-def list_checkpoints(args: dict[str, Any]) -> int:
+def list_checkpoints(args: dict[str, Any], verify: bool = False) -> int:
+    """Print the folder's checkpoints from their metadata. Files found damaged by an earlier
+    verification show as damaged; ``verify`` hashes every file first (and marks or clears)."""
     from training.ckpt_reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
 
     folder = experiment_dir(args)
@@ -97,9 +104,33 @@ def list_checkpoints(args: dict[str, Any]) -> int:
                 print("Folders with this comment: " + ", ".join(similar)
                       + " (pass the matching --model_type/--num_epochs/... to list one)", file=sys.stderr)
         return EXIT_USAGE
-    infos = [read_checkpoint_info(p) for p in list_checkpoint_files(folder)]
+    files = list_checkpoint_files(folder)
+    damaged = _verify_files(files) if verify else None
+    infos = [read_checkpoint_info(p) for p in files]
     print(format_checkpoint_listing(folder, infos))
+    if damaged is not None:
+        print(f"Verified {len(files)} checkpoint file(s): "
+              + (f"{len(damaged)} damaged ({', '.join(p.name for p in damaged)})" if damaged else "all intact"))
     return 0
+
+
+def _verify_files(files: list[Path]) -> list[Path]:
+    """Hash each file against its sidecar (else its zip CRCs); mark the damaged ones, clear the
+    marks of files that verify again. Returns the damaged files."""
+    from training.ckpt_reader import clear_damage_mark, mark_damaged, verify_checkpoint_file
+
+    damaged = []
+    for path in files:
+        try:
+            verified, problem = verify_checkpoint_file(path)
+        except OSError:
+            continue  # the listing says why it cannot be read
+        if problem is None:
+            clear_damage_mark(path)
+            continue
+        mark_damaged(path, problem, verified)
+        damaged.append(path)
+    return damaged
 
 
 # --- deciding how to start -------------------------------------------------------------------------
@@ -162,13 +193,13 @@ def _merge_and_warn(stored: dict[str, Any], args: dict[str, Any], explicit: set[
 
 def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:
     """Returns (effective args, StartPlan). Raises UsageError for an unusable --model_path."""
-    from training.store import CheckpointError, find_latest_good_checkpoint, read_checkpoint_file
+    from training.store import CheckpointError, find_latest_good_checkpoint, read_verified_checkpoint
     from training.trainer import StartPlan
 
     if args["model_path"]:
         path = Path(args["model_path"])
         try:
-            loaded = read_checkpoint_file(path)
+            loaded = read_verified_checkpoint(path)  # sidecar checksum, else zip CRCs
         except CheckpointError as exc:
             raise UsageError(str(exc)) from None
         stored = dict(loaded.full.get("args") or {}) if loaded.full else {}
@@ -206,10 +237,14 @@ def _best_note(ckpt: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         args, explicit = parse_args(argv)  # argparse itself exits 2 on unknown flags or bad values
+        verify = args.pop("verify")
+        explicit.discard("verify")
+        if verify and not args["list_checkpoints"]:
+            raise UsageError("--verify goes with --list_checkpoints (every load for training is verified anyway)")
         check_combinations(args)
         validate_options(args)  # the rule jobs.launch and the Launch form apply too
         if args["list_checkpoints"]:
-            return list_checkpoints(args)
+            return list_checkpoints(args, verify)
         if args["device"] == "cuda":
             import torch
             if not torch.cuda.is_available():

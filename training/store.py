@@ -14,6 +14,10 @@ next epoch trains. At most one save is in flight; its errors surface on the next
 Loading uses ``torch.load(weights_only=True)`` and never falls back to unsafe unpickling. The
 only extra globals allowed are data-only ones older checkpoints contain: numpy scalars/arrays
 and ``argparse.Namespace`` (the original script stored its args that way).
+
+Every load for training is verified first (:func:`read_verified_checkpoint`): the sidecar's
+sha256 when a valid sidecar has one, else the zip records' CRC-32s. A file that fails is refused
+and marked damaged in its sidecar (``ckpt_reader.mark_damaged``), so listings show it afterwards.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,17 @@ from typing import Any
 
 import torch
 
-from training.ckpt_reader import all_extra_safe_globals, checkpoint_meta, sidecar_path, write_sidecar
+from training.ckpt_reader import (
+    SIDECAR_MISMATCH,
+    all_extra_safe_globals,
+    checkpoint_meta,
+    clear_damage_mark,
+    mark_damaged,
+    read_checkpoint_info,
+    sidecar_path,
+    write_sidecar,
+    zip_crc_problem,
+)
 
 TMP_MARK = ".tmp-"
 FREE_SPACE_MARGIN = 1.2          # need this many times the checkpoint's size free ...
@@ -61,25 +77,55 @@ def load_checkpoint(path: Path | str, data: bytes | None = None) -> Any:
     ``data``: the file's bytes when the caller has already read them (to verify a checksum).
     """
     path = Path(path)
-    if data is None and not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    if data is None:
+        check_checkpoint_path(path)
     source: Any = path if data is None else _BytesReader(data)
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+            # torch warns (several lines on stderr) about pickle protocols it may not parse;
+            # a failure is reported below in one line instead.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files; all mean "not usable"
-        raise CheckpointError(f"{path}: {_describe_load_error(exc)}") from None
+        raise CheckpointError(f"{path}: {_describe_load_error(exc, path)}") from None
 
 
-def _describe_load_error(exc: Exception) -> str:
+def check_checkpoint_path(path: Path) -> None:
+    """Raise a one-line CheckpointError saying what ``path`` really is when it is not a regular
+    file: missing, a folder, a symbolic link loop or a dangling link, unreadable, a FIFO."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CheckpointError(f"{path}: a symbolic link loop, not a checkpoint file") from None
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise CheckpointError(f"{path}: a dangling symbolic link (to {os.readlink(path)}), "
+                                  "not a checkpoint file") from None
+        if exc.errno == errno.ENOENT:
+            raise CheckpointError(f"{path}: no such checkpoint file") from None
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file (give the .pth file inside it)")
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, socket or device), not a checkpoint file")
+
+
+def _describe_load_error(exc: Exception, path: Path | None = None) -> str:
     text = str(exc)
+    if path is not None and not re.search(r"Unsupported global:|unsupported GLOBAL", text):
+        # torch's weights_only unpickler stops at opcodes it does not know (FRAME, protocol 4+)
+        # before it sees the globals; the torch-free reader finds what the pickle would call.
+        info = read_checkpoint_info(path, use_sidecar=False)
+        if info.kind == "unsafe":
+            return f"unsafe: {info.reason}; refused (never unpickled)"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     unsafe = re.search(r"(?:Unsupported global:|unsupported GLOBAL)\s*(?:GLOBAL\s*)?([\w.]+)", text)
     if unsafe:
         return f"unsafe: the pickle would call {unsafe.group(1)}; refused (never unpickled)"
     if "Weights only load failed" in text:
         # torch wraps the cause between a long explanation and a documentation link.
-        causes = [line for line in lines[1:] if not line.startswith(("Check the documentation", "Re-running", "In PyTorch"))]
+        causes = [line for line in lines[1:] if not line.startswith(
+            ("Check the documentation", "Re-running", "In PyTorch", "Please file an issue", "WeightsUnpickler error"))]
         return f"not a readable checkpoint ({causes[0][:200] if causes else 'unpickling failed'})"
     first_line = lines[0].split(". ")[0] if lines else type(exc).__name__
     return f"not a readable checkpoint ({type(exc).__name__}: {first_line[:160]})"
@@ -138,30 +184,59 @@ def read_checkpoint_file(path: Path | str, expected_sha256: str | None = None) -
     path = Path(path)
     data = None
     if expected_sha256:
+        check_checkpoint_path(path)
         try:
+            verified = os.stat(path)
             data = path.read_bytes()
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
         if hashlib.sha256(data).hexdigest() != expected_sha256:
-            raise CheckpointError(f"{path}: checksum does not match its sidecar (file changed or corrupt)")
+            _refuse_damaged(path, SIDECAR_MISMATCH, verified)
     return interpret_checkpoint(path, load_checkpoint(path, data))
+
+
+def _refuse_damaged(path: Path, reason: str, verified: os.stat_result | None) -> None:
+    """Mark the file damaged (its sidecar, never the file) and refuse it in one line."""
+    marked = mark_damaged(path, reason, verified)
+    raise CheckpointError(f"{path}: damaged: {reason}; refused"
+                          + ("" if marked else " (could not record the damage next to it)"))
 
 
 def verify_zip_records(path: Path) -> None:
     """Check the CRC-32 of every record of a zip-format checkpoint; ``torch.load`` does not, so a
     file with flipped bytes in its tensor data loads silently. This is the integrity check for a
-    file no sidecar checksum vouches for. Legacy (non-zip) files carry no checksums to check."""
-    import zipfile
-
+    file no sidecar checksum vouches for. Legacy (non-zip) files carry no checksums to check.
+    A mismatch marks the file damaged (see _refuse_damaged)."""
+    path = Path(path)
+    check_checkpoint_path(path)
     try:
-        if not zipfile.is_zipfile(path):
-            return
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except Exception as exc:  # zipfile raises several types for damaged archives
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if bad is not None:
-        raise CheckpointError(f"{path}: corrupt: the checksum of {bad} does not match (bytes changed on disk)")
+        verified = os.stat(path)
+        problem = zip_crc_problem(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    if problem is not None:
+        _refuse_damaged(path, problem, verified)
+
+
+def read_verified_checkpoint(path: Path | str) -> LoadedCheckpoint:
+    """What every load for training uses (resume, pretrained weights): verify, then load.
+
+    The sidecar's sha256 when a sidecar valid for the file's size and mtime has one (the bytes
+    are hashed and loaded from one read), else the zip CRCs. A mismatch is a CheckpointError
+    naming the file, and the file is marked damaged so listings show it from then on; a file
+    marked earlier that verifies now (restored) loses its mark."""
+    path = Path(path)
+    check_checkpoint_path(path)
+    info = read_checkpoint_info(path)  # the sidecar (cheap), else the pickle alone
+    if info.kind == "unsafe":
+        raise CheckpointError(f"{path}: unsafe: {info.reason}; refused (never unpickled)")
+    expected = info.sha256 if info.source == "sidecar" else None
+    if not expected:
+        verify_zip_records(path)
+    loaded = read_checkpoint_file(path, expected_sha256=expected)
+    if info.kind == "damaged":
+        clear_damage_mark(path)
+    return loaded
 
 
 # --- saving ----------------------------------------------------------------------------------
