@@ -369,3 +369,82 @@ def test_model_path_that_is_not_a_file_says_what_it_is(tmp_path: Path, make, fra
     make(path)
     result = run_main([*ONE_EPOCH, "--resume", "--model_path", str(path)], tmp_path)
     assert_one_line_usage_error(result, str(path), fragment)
+
+
+# --- runtime failures: one line, nothing saved lost ------------------------------------------------
+
+def test_nan_loss_stops_the_run_in_one_line_and_keeps_earlier_checkpoints(two_epochs: Path, tmp_path: Path) -> None:
+    folder = copy_run(two_epochs, tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.glob("*.pth")}
+    result = run_main([*VERIFY_RUN[:-4], "--num_epochs", "4", "--comment", "v", "--lr", "1e6",
+                       "--resume", "--model_path", str(folder / "checkpoint_epoch_2_v.pth")], tmp_path)
+    assert result.code == 1, result.text
+    assert "Traceback" not in result.text
+    last = result.err.strip().splitlines()[-1].split("\r")[-1].strip()
+    assert last.startswith("error: the training loss became NaN or infinite at epoch 3, step "), last
+    assert "checkpoints up to epoch 2 are intact" in last
+    new_folder = tmp_path / "models" / two_epochs.name.replace("_2_8_", "_4_8_")
+    assert not list(new_folder.glob("*.pth")), "nothing diverged is saved"
+    assert {p.name: p.read_bytes() for p in folder.glob("*.pth")} == before
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Path:
+    """A 32 MB tmpfs (root only: skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root and mount rights): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill_leaving(folder: Path, free_bytes: int) -> None:
+    import shutil
+
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(shutil.disk_usage(folder).free - free_bytes, 0))
+
+
+def test_disk_full_inside_torch_save_is_one_line_naming_file_folder_and_space(small_disk: Path) -> None:
+    import torch
+
+    from training.store import DiskSpaceError, save_checkpoint
+
+    folder = small_disk / "exp"
+    folder.mkdir()
+    fill_leaving(small_disk, 256 * 1024)
+    path = folder / "checkpoint_epoch_1.pth"
+    with pytest.raises(DiskSpaceError) as failed:
+        save_checkpoint({"epoch": 1, "model_state_dict": {"w": torch.zeros(1_000_000)}}, path)
+    message = str(failed.value)
+    assert message.startswith(f"disk full while saving {path}: wrote ") and "\n" not in message
+    assert f"free at least" in message and f"in {folder} " in message
+    assert list(folder.iterdir()) == [], "no temp file, no partial checkpoint"
+
+
+def test_interrupt_save_checks_free_space_before_writing(small_disk: Path, tmp_path: Path) -> None:
+    import signal
+
+    from cli_helpers import start_main, stop_with, wait_for
+
+    args = [*TINY, "--train_size", "512", "--num_epochs", "3", "--comment", "i", "--models_root", str(small_disk)]
+    proc = start_main(args, tmp_path, tmp_path / "log.txt")
+    try:
+        wait_for(lambda: any(small_disk.glob("*/checkpoint_epoch_1_i.pth.meta.json")), timeout=240)
+        (folder,) = [p for p in small_disk.iterdir() if p.is_dir()]
+        epoch1 = (folder / "checkpoint_epoch_1_i.pth").read_bytes()
+        fill_leaving(small_disk, 64 * 1024)
+        code = stop_with(proc, signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "log.txt").read_text()
+    last = log.strip().splitlines()[-1].split("\r")[-1].strip()
+    assert code == 1 and "Traceback" not in log, log[-2000:]
+    assert last.startswith(f"error: not enough disk space in {folder}: a checkpoint needs about"), last
+    assert (folder / "checkpoint_epoch_1_i.pth").read_bytes() == epoch1
+    assert [p.name for p in folder.iterdir() if ".tmp" in p.name or "interrupt" in p.name] == []

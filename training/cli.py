@@ -25,6 +25,7 @@ from typing import Any
 from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, UsageError, validate_options
 from training.naming import experiment_dir, experiment_name
 
+EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_BUSY = 3
 # Keys that define the network's shape: a pretrained start takes them from the weights' file
@@ -264,18 +265,27 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: dict[str, Any], plan: Any) -> int:
     from training.data import DataError
     from training.lock import ExperimentBusy
-    from training.store import CheckpointError, DiskSpaceError
+    from training.store import WRITE_ERRNOS, CheckpointError, WriteError
     from training.trainer import Trainer
 
-    # Each failure prints one line; the type decides the exit code (DiskSpaceError before its
-    # base class CheckpointError: a full disk is a runtime error, an unfitting file a usage error).
-    exit_codes = ((ExperimentBusy, EXIT_BUSY), (DataError, EXIT_USAGE), (DiskSpaceError, 1),
-                  (CheckpointError, EXIT_USAGE))
+    # Each failure prints one line; the type decides the exit code (WriteError before its base
+    # class CheckpointError: a full disk is a runtime error, an unfitting file a usage error).
+    # FloatingPointError: the loss or the weights stopped being finite (the trainer names where).
+    exit_codes = ((ExperimentBusy, EXIT_BUSY), (DataError, EXIT_USAGE), (WriteError, EXIT_ERROR),
+                  (CheckpointError, EXIT_USAGE), (FloatingPointError, EXIT_ERROR))
     try:
         return Trainer(args, plan).run()
     except tuple(kind for kind, _ in exit_codes) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return next(code for kind, code in exit_codes if isinstance(exc, kind))
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        # A write outside the checkpoint store (the training log, the archive): same one line.
+        where = exc.filename or experiment_dir(args)
+        print(f"error: {exc.strerror} while writing {where} (in {experiment_dir(args)}); free space there "
+              "(checkpoints already saved are intact)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 __all__ = ["main", "build_parser", "parse_args", "plan_run", "experiment_name"]

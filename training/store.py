@@ -59,8 +59,18 @@ class CheckpointError(Exception):
     """A checkpoint cannot be used; the message names the file and says why, in one line."""
 
 
-class DiskSpaceError(CheckpointError):
+class WriteError(CheckpointError):
+    """A save failed while writing (disk full, file-size limit, I/O error): a runtime failure,
+    not a usage error. The message names the file, its folder and the space needed."""
+
+
+class DiskSpaceError(WriteError):
     """A save would not fit, or did not fit, on the disk. Earlier checkpoints are intact."""
+
+
+# Write failures reported as one line naming the file and folder, whoever raised them.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -249,10 +259,16 @@ class _HashingWriter:
         self.sha256 = hashlib.sha256()
         self.size = 0
 
+        self.error: OSError | None = None
+
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
         self.size += len(data)
-        return self._f.write(data)
+        try:
+            return self._f.write(data)
+        except OSError as exc:  # torch.save replaces it by a RuntimeError: keep it for the message
+            self.error = exc
+            raise
 
     def flush(self) -> None:
         self._f.flush()
@@ -285,9 +301,44 @@ def ensure_free_space(folder: Path, expected_size: int) -> None:
         )
 
 
+def write_failure_errno(exc: BaseException) -> int | None:
+    """The errno of the OSError behind ``exc``: itself, its cause or context chain (torch.save
+    raises a RuntimeError whose context is the write's OSError), or one its message quotes."""
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno
+        current = current.__cause__ or current.__context__
+    quoted = re.search(r"\[Errno (\d+)\]", str(exc))
+    return int(quoted.group(1)) if quoted else None
+
+
+def write_failure(exc: BaseException, path: Path, written: int, expected: int | None = None) -> WriteError | None:
+    """A one-line WriteError for a write that failed with a full disk, a file-size limit or an
+    I/O error (naming the file, the folder and the space needed); None for any other failure."""
+    code = write_failure_errno(exc)
+    if code not in WRITE_ERRNOS:
+        return None
+    try:
+        free = _human(shutil.disk_usage(path.parent).free)
+    except OSError:
+        free = "unknown"
+    needed = _human(max(written, expected or 0) * FREE_SPACE_MARGIN + FREE_SPACE_EXTRA)
+    if code == errno.EIO:
+        return WriteError(f"I/O error while saving {path}: wrote {_human(written)} before the failure; check the "
+                          f"disk behind {path.parent} ({free} free, about {needed} needed; earlier checkpoints are intact)")
+    what = "file-size limit reached" if code == errno.EFBIG else "disk full"
+    return DiskSpaceError(
+        f"{what} while saving {path}: wrote {_human(written)} before the failure, {free} free; free at least "
+        f"{needed} in {path.parent} (earlier checkpoints are intact)")
+
+
 def atomic_save(obj: Any, path: Path) -> tuple[int, str]:
     """Write ``obj`` to ``path`` atomically. Returns (size in bytes, sha256 hex)."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    writer: _HashingWriter | None = None
     try:
         with open(tmp, "wb") as f:
             writer = _HashingWriter(f)
@@ -298,13 +349,10 @@ def atomic_save(obj: Any, path: Path) -> tuple[int, str]:
         fsync_dir(path.parent)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            free = shutil.disk_usage(path.parent).free
-            raise DiskSpaceError(
-                f"disk full while saving {path}: wrote {_human(writer.size)} before the failure, "
-                f"{_human(free)} free; free at least {_human(writer.size * FREE_SPACE_MARGIN + FREE_SPACE_EXTRA)} "
-                f"in {path.parent} (earlier checkpoints are intact)"
-            ) from None
+        cause = writer.error if writer is not None and writer.error is not None else exc
+        failure = write_failure(cause, path, writer.size if writer is not None else 0)
+        if failure is not None:
+            raise failure from None
         raise
     return writer.size, writer.sha256.hexdigest()
 
@@ -314,7 +362,13 @@ def save_checkpoint(obj: Mapping[str, Any], path: Path, expected_size: int | Non
     if expected_size:
         ensure_free_space(path.parent, expected_size)
     size, digest = atomic_save(obj, path)
-    write_sidecar(path, checkpoint_meta(dict(obj)), digest)
+    try:
+        write_sidecar(path, checkpoint_meta(dict(obj)), digest)
+    except OSError as exc:  # the .pth is complete and loads; only its sidecar is missing
+        failure = write_failure(exc, sidecar_path(path), 0, size)
+        if failure is not None:
+            raise failure from None
+        raise
     return size, digest
 
 
@@ -323,14 +377,21 @@ def link_or_copy(src: Path, dst: Path, sha256: str, meta: Mapping[str, Any]) -> 
     tmp = dst.with_name(f".{dst.name}{TMP_MARK}{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:  # filesystems without hard links
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-    os.replace(tmp, dst)
-    fsync_dir(dst.parent)
-    write_sidecar(dst, dict(meta), sha256)
+        try:
+            os.link(src, tmp)
+        except OSError:  # filesystems without hard links
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+        write_sidecar(dst, dict(meta), sha256)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        failure = write_failure(exc, dst, 0, src.stat().st_size if src.exists() else None)
+        if failure is not None:
+            raise failure from None
+        raise
 
 
 def remove_checkpoint(path: Path) -> None:

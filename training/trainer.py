@@ -374,15 +374,34 @@ class Trainer:
         self.resume_step, self.resume_sums = 0, None
         bar = tqdm(self._loader(self.train_set, batches[start:]), total=len(batches), initial=start,
                    desc=f"Epoch {epoch}", leave=False, dynamic_ncols=True, file=sys.stderr)
+        # The first step whose loss was not finite, kept on the device (-1: none yet), so that
+        # checking it costs no per-step host sync; read before any save and at the epoch's end.
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         for step, (x, y) in enumerate(bar, start=start + 1):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             loss, log_probs = self._step(x, y)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             sums.add(loss, log_probs, y)
             if self._stop_signal is not None and step < len(batches):
                 bar.close()
+                self._stop_if_not_finite(epoch, first_bad)  # never save a diverged state
                 self._save_interrupt(epoch, step, sums)
         bar.close()
+        self._stop_if_not_finite(epoch, first_bad)
         return sums.summary()
+
+    def _stop_if_not_finite(self, epoch: int, first_bad: torch.Tensor) -> None:
+        """Stop the run (FloatingPointError, one line) once the loss or the weights are NaN/inf:
+        this epoch is not saved, every checkpoint saved before stays as it was."""
+        step = int(first_bad.item())
+        if step < 0 and all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return
+        what = f"the training loss became NaN or infinite at epoch {epoch}, step {step}" if step >= 0 else \
+            f"the weights became NaN or infinite in epoch {epoch}"
+        self.writer.wait()  # the previous epoch's checkpoint is completed, not lost
+        saved = f"checkpoints up to epoch {self.epoch} are intact" if self.epoch else "no checkpoint was saved"
+        raise FloatingPointError(f"{what} (lr {self.args['lr']}): stopped without saving it; {saved}. "
+                                 "Lower --lr or resume from an earlier checkpoint")
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -460,7 +479,9 @@ class Trainer:
     def _save_interrupt(self, epoch: int, step: int, sums: EpochSums) -> None:
         self.writer.wait()
         path = self.exp_dir / interrupt_checkpoint_name(self.comment)
-        save_checkpoint(snapshot_to_cpu(self._checkpoint(step, sums.state())), path)
+        state = snapshot_to_cpu(self._checkpoint(step, sums.state()))
+        # Checked like every epoch save: refused before a byte is written when it cannot fit.
+        save_checkpoint(state, path, expected_size=self._last_size or state_nbytes(state))
         raise TrainingStopped(self._stop_signal or signal.SIGTERM, self._stopped_message(epoch, step, path))
 
     def _stopped_message(self, epoch: int, step: int, path: Path) -> str:
