@@ -448,3 +448,15 @@ def test_interrupt_save_checks_free_space_before_writing(small_disk: Path, tmp_p
     assert last.startswith(f"error: not enough disk space in {folder}: a checkpoint needs about"), last
     assert (folder / "checkpoint_epoch_1_i.pth").read_bytes() == epoch1
     assert [p.name for p in folder.iterdir() if ".tmp" in p.name or "interrupt" in p.name] == []
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder_holding_only_its_lock(two_epochs: Path,
+                                                                                tmp_path: Path) -> None:
+    source = two_epochs / "best_checkpoint_eer_v.pth"
+    result = run_main([*TINY, "--model_type", "g3_heatmap", "--model_path", str(source), "--num_epochs", "1",
+                       "--comment", "misfit"], tmp_path)
+    assert result.code == 2 and "does not fit" in result.err, result.text
+    assert created_anything(tmp_path) == []
+    result = run_main([*ONE_EPOCH, "--lr", "1e6", "--comment", "nan"], tmp_path)
+    assert result.code == 1 and "NaN" in result.err, result.text
+    assert created_anything(tmp_path) == []

@@ -18,6 +18,7 @@ This module imports torch only when a run starts: ``--list_checkpoints`` reads m
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -273,11 +274,13 @@ def _train(args: dict[str, Any], plan: Any) -> int:
     # FloatingPointError: the loss or the weights stopped being finite (the trainer names where).
     exit_codes = ((ExperimentBusy, EXIT_BUSY), (DataError, EXIT_USAGE), (WriteError, EXIT_ERROR),
                   (CheckpointError, EXIT_USAGE), (FloatingPointError, EXIT_ERROR))
+    folder = experiment_dir(args)
+    new_folders = _missing_folders(folder)  # what this run creates (the root too, maybe)
     try:
-        return Trainer(args, plan).run()
+        code = Trainer(args, plan).run()
     except tuple(kind for kind, _ in exit_codes) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return next(code for kind, code in exit_codes if isinstance(exc, kind))
+        code = next(code for kind, code in exit_codes if isinstance(exc, kind))
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS:
             raise
@@ -285,7 +288,38 @@ def _train(args: dict[str, Any], plan: Any) -> int:
         where = exc.filename or experiment_dir(args)
         print(f"error: {exc.strerror} while writing {where} (in {experiment_dir(args)}); free space there "
               "(checkpoints already saved are intact)", file=sys.stderr)
-        return EXIT_ERROR
+        code = EXIT_ERROR
+    if code != 0 and new_folders:
+        _remove_if_only_a_released_lock(new_folders)
+    return code
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = Path(os.path.abspath(folder))
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_only_a_released_lock(new_folders: list[Path]) -> None:
+    """A run that failed before writing anything (weights that do not fit, a missing data set,
+    a NaN in the first epoch) leaves no folder holding just its ``.lock``. Only folders this
+    run created are removed: the experiment folder when it holds nothing but an empty
+    (released) lock file, then each new parent that is empty."""
+    from training.lock import LOCK_NAME
+
+    folder = new_folders[0]
+    lock = folder / LOCK_NAME
+    try:
+        if [p.name for p in folder.iterdir()] == [LOCK_NAME] and lock.stat().st_size == 0:
+            lock.unlink()
+        for created in new_folders:
+            created.rmdir()  # fails (and stops) at the first folder that is not empty
+    except OSError:
+        pass  # something else is there, or another process got there first: leave it
 
 
 __all__ = ["main", "build_parser", "parse_args", "plan_run", "experiment_name"]
