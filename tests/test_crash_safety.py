@@ -241,7 +241,7 @@ def test_write_failing_mid_save_keeps_earlier_checkpoints(reference, tmp_path: P
     assert proc.returncode == 1, proc.stdout + proc.stderr
     folder = tmp_path / "models" / ref_folder.name
     error = proc.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"error: disk full while saving {epoch_file(folder, 3).relative_to(tmp_path)}"), proc.stderr
+    assert error.startswith(f"error: file-size limit reached while saving {epoch_file(folder, 3).relative_to(tmp_path)}"), proc.stderr
     assert re.search(rf"free at least \d+(\.\d)? [KMG]?B in {re.escape(str(folder.relative_to(tmp_path)))}", error), error
     assert "earlier checkpoints are intact" in error
     assert_failed_save_left_earlier_checkpoints_intact(ref_folder, folder, 2, tmp_path)

@@ -45,8 +45,11 @@ from training.ckpt_reader import (
     METRIC_KEYS,
     SIDECAR_SUFFIX,
     CheckpointInfo,
+    clear_damage_mark,
+    mark_damaged,
     read_checkpoint_info,
     sidecar_path,
+    verify_checkpoint_file,
 )
 from training.lock import read_lock_holder
 from training.naming import CHECKPOINT_SUFFIX, checkpoint_sort_key, parse_checkpoint_name, parse_experiment_name
@@ -61,6 +64,7 @@ __all__ = [
     "scan_experiments",
     "experiment_history",
     "checkpoint_details",
+    "verify_checkpoint",
     "hyperparameter_diff",
     "protected_checkpoints",
     "delete_checkpoints",
@@ -97,7 +101,10 @@ HISTORY_METRICS = ("train_loss", "train_eer", "val_loss", "val_acc", "val_eer", 
 HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS, "experiment")
 
 # The catalog's kind: what a user can do with the file. Full files named best are "best".
-_KIND_NAMES = {"full": "full", "weights_only": "legacy", "unreadable": "unreadable", "unsafe": "unsafe"}
+# damaged: a verification (a training load, --list_checkpoints --verify, checkpoint_details(verify=True))
+# found its bytes changed since the save; the mark lives in its sidecar (ckpt_reader "Damage marks").
+_KIND_NAMES = {"full": "full", "weights_only": "legacy", "unreadable": "unreadable", "unsafe": "unsafe",
+               "damaged": "damaged"}
 _READABLE_KINDS = ("full", "weights_only")
 # Cached infos carry no ``history`` (a 100-epoch history is ~100 KB of Python objects and every
 # checkpoint repeats it), so an entry is a few KB: 20k entries stay well under 100 MB.
@@ -704,11 +711,30 @@ def scan_experiments(models_root: Path | str) -> pd.DataFrame:
 
 # --- one checkpoint ----------------------------------------------------------------------------------
 
-def checkpoint_details(path: Path | str) -> dict[str, Any]:
-    """Everything the reader knows about one file: CheckpointInfo as a dict (``kind`` is the
-    reader's: full | weights_only | unreadable | unsafe) plus ``catalog_kind`` (the table's),
-    ``role``, ``file``, ``size``, ``modified`` and ``sidecar`` (path, exists, matches)."""
+def verify_checkpoint(path: Path | str) -> str | None:
+    """Hash one file against its sidecar (else its zip CRCs), as a training load would; mark it
+    damaged when it fails (the next scan shows kind 'damaged'), clear an old mark when it passes.
+    Returns the reason it is damaged, or None. Reads the whole file: for one selected file."""
     path = Path(path)
+    try:
+        verified, problem = verify_checkpoint_file(path)
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    if problem is None:
+        clear_damage_mark(path)
+    else:
+        mark_damaged(path, problem, verified)
+    return problem
+
+
+def checkpoint_details(path: Path | str, verify: bool = False) -> dict[str, Any]:
+    """Everything the reader knows about one file: CheckpointInfo as a dict (``kind`` is the
+    reader's: full | weights_only | unreadable | unsafe | damaged) plus ``catalog_kind`` (the
+    table's), ``role``, ``file``, ``size``, ``modified`` and ``sidecar`` (path, exists, matches).
+    ``verify``: hash the file first (:func:`verify_checkpoint`); ``verified`` then says whether it
+    passed. Scans never hash: they show the marks earlier verifications left."""
+    path = Path(path)
+    problem = verify_checkpoint(path) if verify else None
     info = read_checkpoint_info(path)  # one file, with its history: not through the cache
     named = parse_checkpoint_name(path.name)
     ck = _Checkpoint(path, info, named.role, named.epoch, None)
@@ -719,6 +745,8 @@ def checkpoint_details(path: Path | str) -> dict[str, Any]:
         modified=_local_timestamp(info.mtime),
         sidecar={"path": str(side), "exists": side.is_file(), "matches": info.complete},
     )
+    if verify:
+        details["verified"] = problem is None
     return details
 
 

@@ -60,6 +60,19 @@ Sidecars
 size, ``mtime_ns`` and sha256. It is written after the ``.pth`` is complete, so a sidecar whose
 size and mtime match marks the checkpoint complete (``complete=True``) and lets the reader skip
 even the pickle. A stale or corrupt sidecar is ignored.
+
+Damage marks
+------------
+Neither the sidecar's size/mtime check nor this reader sees a byte flipped inside the tensor data
+with the mtime put back. Only hashing the file does (:func:`verify_checkpoint_file`: the
+sidecar's sha256 when a valid sidecar has one, else the zip records' CRC-32s), and that costs a
+full read, so listings do not do it on every scan. Instead, whoever verifies a file and finds it
+damaged (every training load, ``--list_checkpoints --verify``, the dashboard's verify action)
+records the verdict in the sidecar (:func:`mark_damaged`: a ``damaged`` entry, or a new sidecar
+for a file that had none). The ``.pth`` itself is never modified. A marked sidecar is keyed by the
+file's size and mtime_ns like any other, so the mark holds while the damaged bytes stay, and from
+then on every reader reports the file as ``kind='damaged'`` (never complete, never resumable).
+A file replaced by a new save gets a new mtime: the old mark no longer applies to it.
 """
 
 from __future__ import annotations
@@ -76,6 +89,7 @@ import pickle
 import secrets
 import stat
 import struct
+import time
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -101,6 +115,9 @@ __all__ = [
     "write_sidecar",
     "checkpoint_meta",
     "file_sha256",
+    "verify_checkpoint_file",
+    "mark_damaged",
+    "clear_damage_mark",
     "list_checkpoint_files",
     "format_checkpoint_listing",
     "safe_globals_for",
@@ -109,7 +126,8 @@ __all__ = [
 
 SIDECAR_SUFFIX = ".meta.json"
 SIDECAR_FORMAT = 1
-KINDS = ("full", "weights_only", "unreadable", "unsafe")
+# damaged: a verification found its bytes changed since they were written (see "Damage marks")
+KINDS = ("full", "weights_only", "unreadable", "unsafe", "damaged")
 METRIC_KEYS = ("train_loss", "train_eer", "val_loss", "val_acc", "val_eer", "best_val_eer")
 
 MAX_PICKLE_BYTES = 64 * 1024 * 1024
@@ -1689,7 +1707,7 @@ class CheckpointInfo:
     """What one checkpoint file holds, read without torch. See the module docstring."""
 
     path: Path
-    kind: str  # 'full' | 'weights_only' | 'unreadable' | 'unsafe'
+    kind: str  # 'full' | 'weights_only' | 'unreadable' | 'unsafe' | 'damaged'
     epoch: int | None = None  # completed epochs
     step_in_epoch: int = 0  # steps of epoch+1 already done (mid-epoch checkpoint)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -1771,6 +1789,8 @@ def read_checkpoint_info(path: Path | str, *, use_sidecar: bool = True,
         return _problem(path, st, "unreadable", "not a regular file")
     if use_sidecar:
         doc = _load_sidecar(path, st)
+        if doc is not None and _damage_reason(doc) is not None:
+            return _damaged_info(path, st, doc)
         if doc is not None:
             try:
                 return _info_from_meta(path, st, doc["checkpoint"], with_history, source="sidecar",
@@ -1797,6 +1817,19 @@ def read_checkpoint_info(path: Path | str, *, use_sidecar: bool = True,
         return _problem(path, st, "unreadable", f"corrupt checkpoint ({type(e).__name__}: {e})")
     extra_globals = sorted(used - TORCH_WEIGHTS_ONLY_GLOBALS)
     return _info_from_meta(path, st, meta, with_history, source="pickle", extra_globals=extra_globals)
+
+
+def _damaged_info(path: Path, st: os.stat_result, doc: dict) -> CheckpointInfo:
+    """A marked file: what its sidecar recorded when it was written (epoch, metrics), for the
+    listing, but kind 'damaged' and never complete."""
+    reason = f"damaged: {_damage_reason(doc)}"
+    try:
+        info = _info_from_meta(path, st, doc["checkpoint"], False, source="sidecar",
+                               sha256=doc.get("sha256"))
+    except (ValueError, TypeError, AttributeError):
+        return _problem(path, st, "damaged", reason)
+    info.kind, info.reason, info.complete = "damaged", _one_line(reason), False
+    return info
 
 
 def _problem(path: Path, st: os.stat_result, kind: str, reason: str) -> CheckpointInfo:
@@ -1866,9 +1899,10 @@ def _load_sidecar(pth: Path, st: os.stat_result | None = None) -> dict | None:
 
 
 def read_sidecar(path: Path | str) -> dict | None:
-    """The sidecar's ``checkpoint`` dict when it matches the ``.pth``'s size and mtime_ns."""
+    """The sidecar's ``checkpoint`` dict when it matches the ``.pth``'s size and mtime_ns and
+    no verification has marked the file damaged."""
     doc = _load_sidecar(Path(path))
-    return doc["checkpoint"] if doc is not None else None
+    return doc["checkpoint"] if doc is not None and _damage_reason(doc) is None else None
 
 
 def write_sidecar(path: Path | str, checkpoint_meta: dict, sha256: str) -> None:
@@ -1878,8 +1912,11 @@ def write_sidecar(path: Path | str, checkpoint_meta: dict, sha256: str) -> None:
     mtime_ns, and its presence is what marks the checkpoint complete.
     """
     pth = Path(path)
-    st = os.stat(pth)
-    doc = {
+    _write_sidecar_doc(pth, _sidecar_doc(pth, os.stat(pth), checkpoint_meta, sha256))
+
+
+def _sidecar_doc(pth: Path, st: os.stat_result, checkpoint_meta: dict, sha256: str | None) -> dict:
+    return {
         "format": SIDECAR_FORMAT,
         "file": pth.name,
         "size": st.st_size,
@@ -1887,6 +1924,10 @@ def write_sidecar(path: Path | str, checkpoint_meta: dict, sha256: str) -> None:
         "sha256": sha256,
         "checkpoint": checkpoint_meta,
     }
+
+
+def _write_sidecar_doc(pth: Path, doc: dict) -> None:
+    """Replace ``pth``'s sidecar by ``doc`` atomically (temp file, fsync, rename, fsync folder)."""
     payload = json.dumps(doc, indent=1).encode("utf-8")
     target = sidecar_path(pth)
     # a dot-name in the same folder: same filesystem for os.replace, ignored by listings
@@ -1929,6 +1970,88 @@ def file_sha256(path: Path | str, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
+# --- verifying and damage marks -------------------------------------------------------------------
+
+def _damage_reason(doc: dict) -> str | None:
+    mark = doc.get("damaged")
+    if mark is None:
+        return None
+    reason = mark.get("reason") if isinstance(mark, dict) else None
+    return _one_line(reason) if isinstance(reason, str) and reason else "found damaged by a verification"
+
+
+def zip_crc_problem(path: Path | str) -> str | None:
+    """None when every record of a zip checkpoint matches its CRC-32 (or the file is not a zip:
+    legacy files carry no checksums); else a one-line reason. ``torch.load`` checks none of them,
+    so a flipped byte in the tensor data loads silently. Raises OSError if the file cannot be read."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as exc:
+        return _one_line(f"not a readable zip archive ({type(exc).__name__}: {exc})")
+    if bad is not None:
+        return f"corrupt: the checksum of {bad} does not match (bytes changed on disk)"
+    return None
+
+
+SIDECAR_MISMATCH = "checksum does not match its sidecar (bytes changed on disk since it was saved)"
+
+
+def verify_checkpoint_file(path: Path | str) -> tuple[os.stat_result, str | None]:
+    """Hash ``path`` against what vouches for it: (the stat it was verified at, None when intact
+    or a one-line reason when damaged). The sidecar's sha256 when a sidecar valid for this size
+    and mtime has one, else the zip CRCs. Raises OSError when the file cannot be read."""
+    pth = Path(path)
+    st = os.stat(pth)
+    doc = _load_sidecar(pth, st)
+    expected = doc.get("sha256") if doc is not None else None
+    if expected:
+        return st, None if file_sha256(pth) == expected else SIDECAR_MISMATCH
+    return st, zip_crc_problem(pth)
+
+
+def mark_damaged(path: Path | str, reason: str, verified: os.stat_result | None = None) -> bool:
+    """Record in ``path``'s sidecar that a verification found it damaged (see "Damage marks").
+
+    ``verified``: the stat the verification read; when the file has changed since (a new save
+    replaced it), nothing is marked. Keeps the sidecar's metadata; creates a sidecar for a file
+    without one. Never touches the ``.pth``. Returns whether a mark is now in place (False in a
+    folder this process cannot write: the caller's refusal still names the file)."""
+    pth = Path(path)
+    try:
+        st = os.stat(pth)
+        if verified is not None and (st.st_size, st.st_mtime_ns) != (verified.st_size, verified.st_mtime_ns):
+            return False
+        doc = _load_sidecar(pth, st) or _sidecar_doc(pth, st, {"kind": "unreadable", "reason": reason}, None)
+        doc["damaged"] = {"reason": _one_line(reason), "found_at": time.time()}
+        _write_sidecar_doc(pth, doc)
+        return True
+    except OSError:
+        return False
+
+
+def clear_damage_mark(path: Path | str) -> bool:
+    """Drop a damage mark once the file verifies again (e.g. restored from a backup with its
+    mtime kept). Returns whether there was one."""
+    pth = Path(path)
+    try:
+        doc = _load_sidecar(pth)
+        if doc is None or "damaged" not in doc:
+            return False
+        del doc["damaged"]
+        if doc.get("sha256") is None and doc.get("checkpoint", {}).get("kind") == "unreadable":
+            sidecar_path(pth).unlink()  # a sidecar made only to carry the mark
+        else:
+            _write_sidecar_doc(pth, doc)
+        return True
+    except OSError:
+        return False
+
+
 # --- listing -----------------------------------------------------------------------------------
 
 def list_checkpoint_files(exp_dir: Path | str) -> list[Path]:
@@ -1956,6 +2079,10 @@ def _pct(value: float) -> str:
 
 
 def _entry_lines(info: CheckpointInfo) -> list[str]:
+    if info.kind == "damaged":
+        reason = (info.reason or "damaged").removeprefix("damaged: ")
+        was = f" (was epoch {info.epoch})" if info.epoch is not None else ""
+        return [f"   Damaged{was}: {reason}; not usable for training"]
     if info.kind == "unreadable":
         return [f"   Unreadable: {info.reason or 'unknown reason'}"]
     if info.kind == "unsafe":

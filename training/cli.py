@@ -18,22 +18,30 @@ This module imports torch only when a run starts: ``--list_checkpoints`` reads m
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS
+from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, UsageError, validate_options
 from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
 
+EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_BUSY = 3
 # Keys that define the network's shape: a pretrained start takes them from the weights' file
 # unless the command line sets them, since other values could not load those weights.
 ARCHITECTURE_KEYS = ("model_type", "group_size", "use_contrastive")
+# Keys that make up the experiment folder's and the files' names (training.naming).
+NAMING_KEYS = ("model_type", "track", "loss", "num_epochs", "batch_size", "lr", "group_size",
+               "use_contrastive", "comment", "models_root")
 
 
-class UsageError(Exception):
-    """A wrong flag combination or unusable input; exit code 2."""
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's own checks, reported like ours: one line and exit 2 (not the usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see --help)\n")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -42,9 +50,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     With ``suppress_defaults`` only the options actually typed appear in the namespace: that is
     how a resume tells "the user asked for lr 1e-4" from "lr was left at its default".
     """
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="main.py", description="Train an audio anti-spoofing model with exact checkpoint management.",
         argument_default=argparse.SUPPRESS if suppress_defaults else None)
+    # Not a training option (so not in the table, the jobs API or the Launch form): it changes
+    # what --list_checkpoints reads.
+    parser.add_argument("--verify", action="store_true", default=argparse.SUPPRESS if suppress_defaults else False,
+                        help="with --list_checkpoints: hash every file (sidecar checksum, else zip CRCs) "
+                             "and mark damaged ones, which later listings show without hashing")
     for opt in OPTIONS:
         default = argparse.SUPPRESS if suppress_defaults else opt.default
         if opt.kind is bool:
@@ -74,28 +87,13 @@ def check_combinations(args: dict[str, Any]) -> None:
         raise UsageError(f"--auto_resume and {other} cannot be used together: auto-resume decides itself")
     if args["auto_resume"] and args["model_path"]:
         raise UsageError("--auto_resume finds the checkpoint itself: drop --model_path, or use --resume --model_path")
-    for name in ("num_epochs", "batch_size", "group_size", "train_size", "val_size", "clip_samples"):
-        if args[name] is not None and args[name] < 1:
-            raise UsageError(f"--{name} must be at least 1, got {args[name]}")
-    if args["keep_last"] is not None and args["keep_last"] < 1:
-        raise UsageError(f"--keep_last must be at least 1, got {args['keep_last']}")
-    if args["lr"] <= 0:
-        raise UsageError(f"--lr must be positive, got {args['lr']}")
-    _check_augmentation(args)
-
-
-def _check_augmentation(args: dict[str, Any]) -> None:
-    from training.rawboost import check_options  # numpy only at import; scipy loads when augmenting
-
-    try:
-        check_options(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 # --- --list_checkpoints (no torch) ---------------------------------------------------------------
 
-def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset()) -> int:
+def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), verify: bool = False) -> int:
+    """Print the folder's checkpoints from their metadata. Files found damaged by an earlier
+    verification show as damaged; ``verify`` hashes every file first (and marks or clears)."""
     from training.ckpt_reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
 
     folder = experiment_dir(args)
@@ -108,8 +106,13 @@ def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset()) -> 
                       + " (pass the matching --model_type/--num_epochs/... to list one)", file=sys.stderr)
             return EXIT_USAGE
         folder = matches[0]
-    infos = [read_checkpoint_info(p) for p in list_checkpoint_files(folder)]
+    files = list_checkpoint_files(folder)
+    damaged = _verify_files(files) if verify else None
+    infos = [read_checkpoint_info(p) for p in files]
     print(format_checkpoint_listing(folder, infos))
+    if damaged is not None:
+        print(f"Verified {len(files)} checkpoint file(s): "
+              + (f"{len(damaged)} damaged ({', '.join(p.name for p in damaged)})" if damaged else "all intact"))
     return 0
 
 
@@ -128,6 +131,25 @@ def folders_matching(args: dict[str, Any], explicit: set[str]) -> list[Path]:
                 and all(named.get(key, DEFAULTS[key]) == value for key, value in typed.items())):
             matches.append(path)
     return matches
+
+
+def _verify_files(files: list[Path]) -> list[Path]:
+    """Hash each file against its sidecar (else its zip CRCs); mark the damaged ones, clear the
+    marks of files that verify again. Returns the damaged files."""
+    from training.ckpt_reader import clear_damage_mark, mark_damaged, verify_checkpoint_file
+
+    damaged = []
+    for path in files:
+        try:
+            verified, problem = verify_checkpoint_file(path)
+        except OSError:
+            continue  # the listing says why it cannot be read
+        if problem is None:
+            clear_damage_mark(path)
+            continue
+        mark_damaged(path, problem, verified)
+        damaged.append(path)
+    return damaged
 
 
 # --- deciding how to start -------------------------------------------------------------------------
@@ -196,13 +218,13 @@ def _merge_and_warn(stored: dict[str, Any], args: dict[str, Any], explicit: set[
 
 def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:
     """Returns (effective args, StartPlan). Raises UsageError for an unusable --model_path."""
-    from training.store import CheckpointError, find_latest_good_checkpoint, read_checkpoint_file
+    from training.store import CheckpointError, find_latest_good_checkpoint, read_verified_checkpoint
     from training.trainer import StartPlan
 
     if args["model_path"]:
         path = Path(args["model_path"])
         try:
-            loaded = read_checkpoint_file(path)
+            loaded = read_verified_checkpoint(path)  # sidecar checksum, else zip CRCs
         except CheckpointError as exc:
             raise UsageError(str(exc)) from None
         stored = dict(loaded.full.get("args") or {}) if loaded.full else {}
@@ -240,14 +262,21 @@ def _best_note(ckpt: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         args, explicit = parse_args(argv)  # argparse itself exits 2 on unknown flags or bad values
+        verify = args.pop("verify")
+        explicit.discard("verify")
+        if verify and not args["list_checkpoints"]:
+            raise UsageError("--verify goes with --list_checkpoints (every load for training is verified anyway)")
         check_combinations(args)
+        validate_options(args)  # the rule jobs.launch and the Launch form apply too
         if args["list_checkpoints"]:
-            return list_checkpoints(args, explicit)
+            return list_checkpoints(args, explicit, verify)
         if args["device"] == "cuda":
             import torch
             if not torch.cuda.is_available():
                 raise UsageError("--device cuda: no CUDA device is available")
         effective, plan = plan_run(args, explicit)
+        # A checkpoint's stored values name the folder now: the same rule applies to them.
+        validate_options({k: effective.get(k) for k in NAMING_KEYS})
         return _train(effective, plan)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -260,18 +289,60 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: dict[str, Any], plan: Any) -> int:
     from training.data import DataError
     from training.lock import ExperimentBusy
-    from training.store import CheckpointError, DiskSpaceError
+    from training.store import WRITE_ERRNOS, CheckpointError, WriteError
     from training.trainer import Trainer
 
-    # Each failure prints one line; the type decides the exit code (DiskSpaceError before its
-    # base class CheckpointError: a full disk is a runtime error, an unfitting file a usage error).
-    exit_codes = ((ExperimentBusy, EXIT_BUSY), (DataError, EXIT_USAGE), (DiskSpaceError, 1),
-                  (CheckpointError, EXIT_USAGE))
+    # Each failure prints one line; the type decides the exit code (WriteError before its base
+    # class CheckpointError: a full disk is a runtime error, an unfitting file a usage error).
+    # FloatingPointError: the loss or the weights stopped being finite (the trainer names where).
+    exit_codes = ((ExperimentBusy, EXIT_BUSY), (DataError, EXIT_USAGE), (WriteError, EXIT_ERROR),
+                  (CheckpointError, EXIT_USAGE), (FloatingPointError, EXIT_ERROR))
+    folder = experiment_dir(args)
+    new_folders = _missing_folders(folder)  # what this run creates (the root too, maybe)
     try:
-        return Trainer(args, plan).run()
+        code = Trainer(args, plan).run()
     except tuple(kind for kind, _ in exit_codes) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return next(code for kind, code in exit_codes if isinstance(exc, kind))
+        code = next(code for kind, code in exit_codes if isinstance(exc, kind))
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        # A write outside the checkpoint store (the training log, the archive): same one line.
+        where = exc.filename or experiment_dir(args)
+        print(f"error: {exc.strerror} while writing {where} (in {experiment_dir(args)}); free space there "
+              "(checkpoints already saved are intact)", file=sys.stderr)
+        code = EXIT_ERROR
+    if code != 0 and new_folders:
+        _remove_if_only_a_released_lock(new_folders)
+    return code
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = Path(os.path.abspath(folder))
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_only_a_released_lock(new_folders: list[Path]) -> None:
+    """A run that failed before writing anything (weights that do not fit, a missing data set,
+    a NaN in the first epoch) leaves no folder holding just its ``.lock``. Only folders this
+    run created are removed: the experiment folder when it holds nothing but an empty
+    (released) lock file, then each new parent that is empty."""
+    from training.lock import LOCK_NAME
+
+    folder = new_folders[0]
+    lock = folder / LOCK_NAME
+    try:
+        if [p.name for p in folder.iterdir()] == [LOCK_NAME] and lock.stat().st_size == 0:
+            lock.unlink()
+        for created in new_folders:
+            created.rmdir()  # fails (and stops) at the first folder that is not empty
+    except OSError:
+        pass  # something else is there, or another process got there first: leave it
 
 
 __all__ = ["main", "build_parser", "parse_args", "plan_run", "experiment_name"]

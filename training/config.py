@@ -1,11 +1,20 @@
-"""Every training argument in one table, shared by the CLI parser and the dashboard's Launch form.
+"""Every training argument in one table, and the one rule that says which values are usable.
+
+The table is shared by the CLI parser and the dashboard's Launch form; :func:`validate_options`
+is called by all three entry points (``training.cli``, ``training.jobs`` and
+``training.launch_form``) before anything is created, so a value is refused with the same one-line
+message wherever it was typed.
 
 Keep this module free of heavy imports: the CLI imports it before deciding whether torch is needed.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 MODEL_TYPES = ("g3_heatmap", "lcnn")
@@ -100,3 +109,215 @@ ACTION_OPTIONS = frozenset(
     {"model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints", "models_root",
      "keep_last", "device", "num_workers"}
 )
+
+
+# --- the one validation rule ---------------------------------------------------------------------
+
+class UsageError(ValueError):
+    """A wrong value or flag combination: one line naming the option; exit code 2 on the CLI.
+
+    A ValueError, so the jobs API (which documents ValueError for bad input) raises it as is."""
+
+
+# The shortest clip every model accepts: the g3_heatmap front end needs 825 samples, the LCNN's
+# padding about 400, the synthetic data's STFT frame 512. 64 ms at 16 kHz, above all three.
+MIN_CLIP_SAMPLES = 1024
+# More epochs than any run could finish; bounds what a resume has to reason about.
+MAX_NUM_EPOCHS = 1_000_000
+MAX_NUM_WORKERS = 1024
+MAX_SEED = 2**32 - 1  # numpy's seed range; the synthetic data needs a seed >= 0
+# (name, lowest, highest) for the whole-number options; None: no bound on that side.
+INT_RANGES: tuple[tuple[str, int | None, int | None], ...] = (
+    ("num_epochs", 1, MAX_NUM_EPOCHS),
+    ("batch_size", 1, None),
+    ("group_size", 1, None),
+    ("train_size", 1, None),
+    ("val_size", 1, None),
+    ("clip_samples", MIN_CLIP_SAMPLES, None),
+    ("keep_last", 1, None),
+    ("num_workers", 0, MAX_NUM_WORKERS),
+    ("seed", 0, MAX_SEED),
+)
+# (name, must be > 0 rather than >= 0) for the real-valued options; all must be finite.
+FLOAT_RULES: tuple[tuple[str, bool], ...] = (
+    ("lr", True), ("weight_decay", False), ("contrastive_weight", False), ("supcon_weight", False),
+)
+# Options whose value is a path: only the bytes no path may hold are refused.
+PATH_OPTIONS = ("models_root", "model_path", "database_path", "protocols_path")
+DEFAULT_NAME_MAX = 255  # bytes in one file name on ext4, xfs, btrfs, tmpfs ...
+DEFAULT_PATH_MAX = 4096
+
+
+def _control_character(text: str) -> str | None:
+    return next((repr(c) for c in text if ord(c) < 32 or ord(c) == 127), None)
+
+
+def _check_choices_and_types(values: Mapping[str, Any]) -> None:
+    """Types as the CLI's parser makes them (the jobs API also takes 5.0 for 5)."""
+    for name, value in values.items():
+        opt = OPTIONS_BY_NAME.get(name)
+        if opt is None or value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if opt.kind is bool:
+            if not isinstance(value, bool):
+                raise UsageError(f"--{name} is a flag (true or false), got {value!r}")
+        elif opt.kind is int:
+            if not number or (isinstance(value, float) and not value.is_integer()):
+                raise UsageError(f"--{name} needs an integer, got {value!r}")
+        elif opt.kind is float:
+            if not number:
+                raise UsageError(f"--{name} needs a number, got {value!r}")
+        elif not isinstance(value, (str, os.PathLike)):
+            raise UsageError(f"--{name} needs text, got {value!r}")
+        if opt.choices and value not in opt.choices:
+            raise UsageError(f"--{name} must be one of {', '.join(opt.choices)}; got {value!r}")
+
+
+def _check_numbers(values: Mapping[str, Any]) -> None:
+    for name, low, high in INT_RANGES:
+        value = values.get(name)
+        if value is None:
+            continue
+        if low is not None and value < low:
+            raise UsageError(f"--{name} must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise UsageError(f"--{name} must be at most {high}, got {value}")
+    for name, positive in FLOAT_RULES:
+        value = values.get(name)
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise UsageError(f"--{name} must be a finite number, got {value}")
+        if positive and value <= 0:
+            raise UsageError(f"--{name} must be positive, got {value}")
+        if not positive and value < 0:
+            raise UsageError(f"--{name} must be zero or positive, got {value}")
+
+
+def _check_augmentation(values: Mapping[str, Any]) -> None:
+    """RawBoost's own rules (ranges such as minF <= maxF); imported late: it brings numpy."""
+    from training.rawboost import check_options
+
+    try:
+        check_options(values)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_comment(comment: str) -> None:
+    """The comment becomes part of a folder name and of every file name a run writes."""
+    bad = ("/" if "/" in comment else os.sep if os.sep in comment
+           else os.altsep if os.altsep and os.altsep in comment else None)
+    if bad:
+        raise UsageError(f"--comment {comment!r} must not contain {bad!r}: it becomes part of a folder name")
+    if ".." in comment:
+        raise UsageError(f"--comment {comment!r} must not contain '..': it becomes part of a folder name")
+    control = _control_character(comment)
+    if control:
+        raise UsageError(f"--comment {comment!r} must not contain the control character {control}")
+
+
+def _check_paths(values: Mapping[str, Any]) -> None:
+    for name in PATH_OPTIONS:
+        value = values.get(name)
+        if value is None:
+            continue
+        text = os.fspath(value)
+        if "\0" in text or "\n" in text or "\r" in text:
+            raise UsageError(f"--{name} {text!r} must not contain a NUL or line break")
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _fs_limit(path: Path, key: str, default: int) -> int:
+    try:
+        return int(os.pathconf(path, key))
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def longest_file_name(comment: str | None, num_epochs: int) -> str:
+    """The longest file name a run with this comment writes: the temporary name of the sidecar
+    of its last epoch's (or interrupt) checkpoint, with the largest pid the kernel hands out.
+    Mirrors training.naming and ckpt_reader.write_sidecar (a test keeps them in step)."""
+    tag = f"_{comment}" if comment else ""
+    stems = (f"checkpoint_epoch_{num_epochs}{tag}", f"checkpoint_interrupt{tag}", f"best_checkpoint_eer{tag}")
+    stem = max(stems, key=lambda s: len(s.encode("utf-8", "surrogateescape")))
+    return f".{stem}.pth.meta.json.tmp.{4194304}.{'f' * 8}"
+
+
+def _encoded_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def _check_name_lengths(values: Mapping[str, Any], root: Path | None) -> None:
+    from training.naming import experiment_name  # naming imports this module: import late
+
+    where = _nearest_existing(root) if root is not None else Path(".")
+    name_max = _fs_limit(where, "PC_NAME_MAX", DEFAULT_NAME_MAX)
+    folder = experiment_name(values)
+    file_name = longest_file_name(values.get("comment"), int(values.get("num_epochs") or 1))
+    for what, name in (("experiment folder name", folder), ("checkpoint file name", file_name)):
+        if _encoded_length(name) > name_max:
+            raise UsageError(f"--comment is too long: the {what} would be {_encoded_length(name)} bytes "
+                             f"({name[:40]}...), the file system allows {name_max}; shorten the comment")
+    if root is not None:
+        path_max = _fs_limit(where, "PC_PATH_MAX", DEFAULT_PATH_MAX)
+        full = os.path.join(os.path.abspath(root), folder, file_name)
+        if _encoded_length(full) >= path_max:
+            raise UsageError(f"--models_root {root} is too deep: the path of a checkpoint would be "
+                             f"{_encoded_length(full)} bytes, the system allows {path_max - 1}")
+
+
+def _check_models_root(root: Path, writing: bool) -> None:
+    """A root that is a file, lies under a file, or cannot be written is refused up front."""
+    if os.path.lexists(root) and not root.is_dir():
+        raise UsageError(f"--models_root {root} is not a folder"
+                         + (" (a broken symbolic link)" if root.is_symlink() and not root.exists() else ""))
+    if not writing:
+        return
+    existing = _nearest_existing(root)
+    if not existing.is_dir():
+        raise UsageError(f"--models_root {root}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "read-only" if _read_only_mount(existing) else "not writable by this user"
+        raise UsageError(f"--models_root {root}: {existing} is {why}; choose a folder you can write")
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def validate_options(args: Mapping[str, Any]) -> None:
+    """Raise UsageError (one line naming the option) for any value no run could use.
+
+    ``args`` maps option names to values; missing or None values take the defaults, except
+    ``models_root``, which is only checked when given (the jobs API passes its own). Checks:
+    types and choices; whole numbers in range (``INT_RANGES``), real numbers finite (``lr > 0``);
+    the comment free of separators, ``..`` and control characters; path values free of NUL and
+    line breaks; every folder and file name a run writes within the file system's name limit;
+    ``models_root`` a writable folder (or creatable in one) unless only listing. Creates nothing.
+    """
+    given = {k: v for k, v in args.items() if v is not None}
+    _check_choices_and_types(given)
+    values = {**DEFAULTS, **given}
+    _check_numbers(values)
+    if not values.get("list_checkpoints"):
+        _check_augmentation(values)
+    comment = values.get("comment")
+    if comment:
+        _check_comment(str(comment))
+    _check_paths(given)
+    root = Path(os.fspath(given["models_root"])) if given.get("models_root") else None
+    if root is not None:
+        _check_models_root(root, writing=not values.get("list_checkpoints"))
+    _check_name_lengths(values, root)

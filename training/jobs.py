@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS_BY_NAME
+from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS_BY_NAME, validate_options
 from training.lock import describe_holder, read_lock_holder
 from training.naming import experiment_dir, experiment_name
 from training.proc import current_identity, is_alive, process_start_time
@@ -380,7 +380,9 @@ def _format_value(opt_name: str, value: Any) -> str:
     return text
 
 
-def _check_args(mode: str, args: Mapping[str, Any]) -> None:
+def _check_args(mode: str, args: Mapping[str, Any], models_root: Path | None = None) -> None:
+    """Mode and option names here; every value through the CLI's own rule (validate_options).
+    ``models_root``: the registry's root, checked as the run's --models_root."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     unknown = sorted(set(args) - set(OPTIONS_BY_NAME))
@@ -394,10 +396,7 @@ def _check_args(mode: str, args: Mapping[str, Any]) -> None:
         raise ValueError(f"{mode} requires a checkpoint path (model_path)")
     if mode not in NEEDS_CHECKPOINT and has_path:
         raise ValueError(f"{mode} takes no model_path; use mode 'resume' or 'pretrained'")
-    comment = args.get("comment")
-    if comment is not None and (os.sep in str(comment) or str(comment) in (".", "..")):
-        # The comment becomes part of a folder name: it must not walk out of the models root.
-        raise ValueError(f"comment {comment!r} must not contain {os.sep!r}")
+    validate_options({**args, "models_root": models_root or args.get("models_root")})
 
 
 def _flags(mode: str, args: Mapping[str, Any]) -> list[str]:
@@ -460,7 +459,7 @@ def _checkpoint_args(model_path: str) -> dict[str, Any]:
 
 def _resolve_args(models_root: Path, mode: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """Validated args with absolute ``models_root`` and ``model_path``."""
-    _check_args(mode, args)
+    _check_args(mode, args, models_root)
     out = {k: v for k, v in args.items() if v is not None}
     given_root = out.pop("models_root", None)
     if given_root is not None and Path(given_root).resolve() != models_root:

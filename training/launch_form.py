@@ -35,7 +35,7 @@ from training.cli import (
     check_combinations,
     hyperparameter_differences,
 )
-from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, Option
+from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, Option, validate_options
 from training.naming import experiment_name, parse_experiment_name
 from training.views import RESUMABLE_KINDS, WEIGHT_KINDS
 
@@ -323,6 +323,10 @@ def plan_launch(models_root: Path | str, mode: str, raw_values: Mapping[str, Any
     if needs_checkpoint and checkpoint is not None:
         args["model_path"] = str(checkpoint.path)
     effective = {**baseline, **args}
+    try:  # the CLI's and the jobs API's own rule: the same message for the same value
+        validate_options({**effective, "models_root": str(models_root)})
+    except UsageError as exc:
+        errors.append(str(exc))
     try:
         check_combinations({**effective, "resume": mode == "resume", "auto_resume": mode == "auto_resume",
                             "fresh_start": mode in ("fresh", "pretrained"), "list_checkpoints": False,

@@ -14,6 +14,10 @@ next epoch trains. At most one save is in flight; its errors surface on the next
 Loading uses ``torch.load(weights_only=True)`` and never falls back to unsafe unpickling. The
 only extra globals allowed are data-only ones older checkpoints contain: numpy scalars/arrays
 and ``argparse.Namespace`` (the original script stored its args that way).
+
+Every load for training is verified first (:func:`read_verified_checkpoint`): the sidecar's
+sha256 when a valid sidecar has one, else the zip records' CRC-32s. A file that fails is refused
+and marked damaged in its sidecar (``ckpt_reader.mark_damaged``), so listings show it afterwards.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,17 @@ from typing import Any
 
 import torch
 
-from training.ckpt_reader import all_extra_safe_globals, checkpoint_meta, sidecar_path, write_sidecar
+from training.ckpt_reader import (
+    SIDECAR_MISMATCH,
+    all_extra_safe_globals,
+    checkpoint_meta,
+    clear_damage_mark,
+    mark_damaged,
+    read_checkpoint_info,
+    sidecar_path,
+    write_sidecar,
+    zip_crc_problem,
+)
 
 TMP_MARK = ".tmp-"
 FREE_SPACE_MARGIN = 1.2          # need this many times the checkpoint's size free ...
@@ -43,8 +59,18 @@ class CheckpointError(Exception):
     """A checkpoint cannot be used; the message names the file and says why, in one line."""
 
 
-class DiskSpaceError(CheckpointError):
+class WriteError(CheckpointError):
+    """A save failed while writing (disk full, file-size limit, I/O error): a runtime failure,
+    not a usage error. The message names the file, its folder and the space needed."""
+
+
+class DiskSpaceError(WriteError):
     """A save would not fit, or did not fit, on the disk. Earlier checkpoints are intact."""
+
+
+# Write failures reported as one line naming the file and folder, whoever raised them.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -61,25 +87,55 @@ def load_checkpoint(path: Path | str, data: bytes | None = None) -> Any:
     ``data``: the file's bytes when the caller has already read them (to verify a checksum).
     """
     path = Path(path)
-    if data is None and not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    if data is None:
+        check_checkpoint_path(path)
     source: Any = path if data is None else _BytesReader(data)
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+            # torch warns (several lines on stderr) about pickle protocols it may not parse;
+            # a failure is reported below in one line instead.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files; all mean "not usable"
-        raise CheckpointError(f"{path}: {_describe_load_error(exc)}") from None
+        raise CheckpointError(f"{path}: {_describe_load_error(exc, path)}") from None
 
 
-def _describe_load_error(exc: Exception) -> str:
+def check_checkpoint_path(path: Path) -> None:
+    """Raise a one-line CheckpointError saying what ``path`` really is when it is not a regular
+    file: missing, a folder, a symbolic link loop or a dangling link, unreadable, a FIFO."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CheckpointError(f"{path}: a symbolic link loop, not a checkpoint file") from None
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise CheckpointError(f"{path}: a dangling symbolic link (to {os.readlink(path)}), "
+                                  "not a checkpoint file") from None
+        if exc.errno == errno.ENOENT:
+            raise CheckpointError(f"{path}: no such checkpoint file") from None
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file (give the .pth file inside it)")
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, socket or device), not a checkpoint file")
+
+
+def _describe_load_error(exc: Exception, path: Path | None = None) -> str:
     text = str(exc)
+    if path is not None and not re.search(r"Unsupported global:|unsupported GLOBAL", text):
+        # torch's weights_only unpickler stops at opcodes it does not know (FRAME, protocol 4+)
+        # before it sees the globals; the torch-free reader finds what the pickle would call.
+        info = read_checkpoint_info(path, use_sidecar=False)
+        if info.kind == "unsafe":
+            return f"unsafe: {info.reason}; refused (never unpickled)"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     unsafe = re.search(r"(?:Unsupported global:|unsupported GLOBAL)\s*(?:GLOBAL\s*)?([\w.]+)", text)
     if unsafe:
         return f"unsafe: the pickle would call {unsafe.group(1)}; refused (never unpickled)"
     if "Weights only load failed" in text:
         # torch wraps the cause between a long explanation and a documentation link.
-        causes = [line for line in lines[1:] if not line.startswith(("Check the documentation", "Re-running", "In PyTorch"))]
+        causes = [line for line in lines[1:] if not line.startswith(
+            ("Check the documentation", "Re-running", "In PyTorch", "Please file an issue", "WeightsUnpickler error"))]
         return f"not a readable checkpoint ({causes[0][:200] if causes else 'unpickling failed'})"
     first_line = lines[0].split(". ")[0] if lines else type(exc).__name__
     return f"not a readable checkpoint ({type(exc).__name__}: {first_line[:160]})"
@@ -138,30 +194,59 @@ def read_checkpoint_file(path: Path | str, expected_sha256: str | None = None) -
     path = Path(path)
     data = None
     if expected_sha256:
+        check_checkpoint_path(path)
         try:
+            verified = os.stat(path)
             data = path.read_bytes()
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
         if hashlib.sha256(data).hexdigest() != expected_sha256:
-            raise CheckpointError(f"{path}: checksum does not match its sidecar (file changed or corrupt)")
+            _refuse_damaged(path, SIDECAR_MISMATCH, verified)
     return interpret_checkpoint(path, load_checkpoint(path, data))
+
+
+def _refuse_damaged(path: Path, reason: str, verified: os.stat_result | None) -> None:
+    """Mark the file damaged (its sidecar, never the file) and refuse it in one line."""
+    marked = mark_damaged(path, reason, verified)
+    raise CheckpointError(f"{path}: damaged: {reason}; refused"
+                          + ("" if marked else " (could not record the damage next to it)"))
 
 
 def verify_zip_records(path: Path) -> None:
     """Check the CRC-32 of every record of a zip-format checkpoint; ``torch.load`` does not, so a
     file with flipped bytes in its tensor data loads silently. This is the integrity check for a
-    file no sidecar checksum vouches for. Legacy (non-zip) files carry no checksums to check."""
-    import zipfile
-
+    file no sidecar checksum vouches for. Legacy (non-zip) files carry no checksums to check.
+    A mismatch marks the file damaged (see _refuse_damaged)."""
+    path = Path(path)
+    check_checkpoint_path(path)
     try:
-        if not zipfile.is_zipfile(path):
-            return
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except Exception as exc:  # zipfile raises several types for damaged archives
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if bad is not None:
-        raise CheckpointError(f"{path}: corrupt: the checksum of {bad} does not match (bytes changed on disk)")
+        verified = os.stat(path)
+        problem = zip_crc_problem(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    if problem is not None:
+        _refuse_damaged(path, problem, verified)
+
+
+def read_verified_checkpoint(path: Path | str) -> LoadedCheckpoint:
+    """What every load for training uses (resume, pretrained weights): verify, then load.
+
+    The sidecar's sha256 when a sidecar valid for the file's size and mtime has one (the bytes
+    are hashed and loaded from one read), else the zip CRCs. A mismatch is a CheckpointError
+    naming the file, and the file is marked damaged so listings show it from then on; a file
+    marked earlier that verifies now (restored) loses its mark."""
+    path = Path(path)
+    check_checkpoint_path(path)
+    info = read_checkpoint_info(path)  # the sidecar (cheap), else the pickle alone
+    if info.kind == "unsafe":
+        raise CheckpointError(f"{path}: unsafe: {info.reason}; refused (never unpickled)")
+    expected = info.sha256 if info.source == "sidecar" else None
+    if not expected:
+        verify_zip_records(path)
+    loaded = read_checkpoint_file(path, expected_sha256=expected)
+    if info.kind == "damaged":
+        clear_damage_mark(path)
+    return loaded
 
 
 # --- saving ----------------------------------------------------------------------------------
@@ -174,10 +259,16 @@ class _HashingWriter:
         self.sha256 = hashlib.sha256()
         self.size = 0
 
+        self.error: OSError | None = None
+
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
         self.size += len(data)
-        return self._f.write(data)
+        try:
+            return self._f.write(data)
+        except OSError as exc:  # torch.save replaces it by a RuntimeError: keep it for the message
+            self.error = exc
+            raise
 
     def flush(self) -> None:
         self._f.flush()
@@ -210,9 +301,44 @@ def ensure_free_space(folder: Path, expected_size: int) -> None:
         )
 
 
+def write_failure_errno(exc: BaseException) -> int | None:
+    """The errno of the OSError behind ``exc``: itself, its cause or context chain (torch.save
+    raises a RuntimeError whose context is the write's OSError), or one its message quotes."""
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno
+        current = current.__cause__ or current.__context__
+    quoted = re.search(r"\[Errno (\d+)\]", str(exc))
+    return int(quoted.group(1)) if quoted else None
+
+
+def write_failure(exc: BaseException, path: Path, written: int, expected: int | None = None) -> WriteError | None:
+    """A one-line WriteError for a write that failed with a full disk, a file-size limit or an
+    I/O error (naming the file, the folder and the space needed); None for any other failure."""
+    code = write_failure_errno(exc)
+    if code not in WRITE_ERRNOS:
+        return None
+    try:
+        free = _human(shutil.disk_usage(path.parent).free)
+    except OSError:
+        free = "unknown"
+    needed = _human(max(written, expected or 0) * FREE_SPACE_MARGIN + FREE_SPACE_EXTRA)
+    if code == errno.EIO:
+        return WriteError(f"I/O error while saving {path}: wrote {_human(written)} before the failure; check the "
+                          f"disk behind {path.parent} ({free} free, about {needed} needed; earlier checkpoints are intact)")
+    what = "file-size limit reached" if code == errno.EFBIG else "disk full"
+    return DiskSpaceError(
+        f"{what} while saving {path}: wrote {_human(written)} before the failure, {free} free; free at least "
+        f"{needed} in {path.parent} (earlier checkpoints are intact)")
+
+
 def atomic_save(obj: Any, path: Path) -> tuple[int, str]:
     """Write ``obj`` to ``path`` atomically. Returns (size in bytes, sha256 hex)."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    writer: _HashingWriter | None = None
     try:
         with open(tmp, "wb") as f:
             writer = _HashingWriter(f)
@@ -223,13 +349,10 @@ def atomic_save(obj: Any, path: Path) -> tuple[int, str]:
         fsync_dir(path.parent)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            free = shutil.disk_usage(path.parent).free
-            raise DiskSpaceError(
-                f"disk full while saving {path}: wrote {_human(writer.size)} before the failure, "
-                f"{_human(free)} free; free at least {_human(writer.size * FREE_SPACE_MARGIN + FREE_SPACE_EXTRA)} "
-                f"in {path.parent} (earlier checkpoints are intact)"
-            ) from None
+        cause = writer.error if writer is not None and writer.error is not None else exc
+        failure = write_failure(cause, path, writer.size if writer is not None else 0)
+        if failure is not None:
+            raise failure from None
         raise
     return writer.size, writer.sha256.hexdigest()
 
@@ -239,7 +362,13 @@ def save_checkpoint(obj: Mapping[str, Any], path: Path, expected_size: int | Non
     if expected_size:
         ensure_free_space(path.parent, expected_size)
     size, digest = atomic_save(obj, path)
-    write_sidecar(path, checkpoint_meta(dict(obj)), digest)
+    try:
+        write_sidecar(path, checkpoint_meta(dict(obj)), digest)
+    except OSError as exc:  # the .pth is complete and loads; only its sidecar is missing
+        failure = write_failure(exc, sidecar_path(path), 0, size)
+        if failure is not None:
+            raise failure from None
+        raise
     return size, digest
 
 
@@ -248,14 +377,21 @@ def link_or_copy(src: Path, dst: Path, sha256: str, meta: Mapping[str, Any]) -> 
     tmp = dst.with_name(f".{dst.name}{TMP_MARK}{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:  # filesystems without hard links
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-    os.replace(tmp, dst)
-    fsync_dir(dst.parent)
-    write_sidecar(dst, dict(meta), sha256)
+        try:
+            os.link(src, tmp)
+        except OSError:  # filesystems without hard links
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+        write_sidecar(dst, dict(meta), sha256)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        failure = write_failure(exc, dst, 0, src.stat().st_size if src.exists() else None)
+        if failure is not None:
+            raise failure from None
+        raise
 
 
 def remove_checkpoint(path: Path) -> None:

@@ -382,15 +382,34 @@ class Trainer:
         self.train_set.set_epoch(epoch)  # RawBoost draws per (seed, epoch, clip); before the workers start
         bar = tqdm(self._loader(self.train_set, batches[start:]), total=len(batches), initial=start,
                    desc=f"Epoch {epoch}", leave=False, dynamic_ncols=True, file=sys.stderr)
+        # The first step whose loss was not finite, kept on the device (-1: none yet), so that
+        # checking it costs no per-step host sync; read before any save and at the epoch's end.
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         for step, (x, y) in enumerate(bar, start=start + 1):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             loss, log_probs = self._step(x, y)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             sums.add(loss, log_probs, y)
             if self._stop_signal is not None and step < len(batches):
                 bar.close()
+                self._stop_if_not_finite(epoch, first_bad)  # never save a diverged state
                 self._save_interrupt(epoch, step, sums)
         bar.close()
+        self._stop_if_not_finite(epoch, first_bad)
         return sums.summary()
+
+    def _stop_if_not_finite(self, epoch: int, first_bad: torch.Tensor) -> None:
+        """Stop the run (FloatingPointError, one line) once the loss or the weights are NaN/inf:
+        this epoch is not saved, every checkpoint saved before stays as it was."""
+        step = int(first_bad.item())
+        if step < 0 and all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return
+        what = f"the training loss became NaN or infinite at epoch {epoch}, step {step}" if step >= 0 else \
+            f"the weights became NaN or infinite in epoch {epoch}"
+        self.writer.wait()  # the previous epoch's checkpoint is completed, not lost
+        saved = f"checkpoints up to epoch {self.epoch} are intact" if self.epoch else "no checkpoint was saved"
+        raise FloatingPointError(f"{what} (lr {self.args['lr']}): stopped without saving it; {saved}. "
+                                 "Lower --lr or resume from an earlier checkpoint")
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -468,7 +487,9 @@ class Trainer:
     def _save_interrupt(self, epoch: int, step: int, sums: EpochSums) -> None:
         self.writer.wait()
         path = self.exp_dir / interrupt_checkpoint_name(self.comment)
-        save_checkpoint(snapshot_to_cpu(self._checkpoint(step, sums.state())), path)
+        state = snapshot_to_cpu(self._checkpoint(step, sums.state()))
+        # Checked like every epoch save: refused before a byte is written when it cannot fit.
+        save_checkpoint(state, path, expected_size=self._last_size or state_nbytes(state))
         raise TrainingStopped(self._stop_signal or signal.SIGTERM, self._stopped_message(epoch, step, path))
 
     def _stopped_message(self, epoch: int, step: int, path: Path) -> str:
@@ -546,9 +567,16 @@ class Trainer:
                           "Fresh start: the folder had an earlier run")
             return
         here = (self.epoch, self.resume_step)
+        target = int(self.args["num_epochs"])
+
         # Names this run will write: a file holding one is in the way whatever it says it holds
-        # (e.g. a corrupt copy of an older epoch that auto-resume skipped).
-        writes = {epoch_checkpoint_name(e, self.comment) for e in range(self.epoch + 1, int(self.args["num_epochs"]) + 1)}
+        # (e.g. a corrupt copy of an older epoch that auto-resume skipped). Judged per existing
+        # file from its name: a set of every future name would cost memory per epoch to train.
+        def writes(name: str) -> bool:
+            epoch = parse_checkpoint_name(name).epoch
+            return (epoch is not None and self.epoch < epoch <= target
+                    and name == epoch_checkpoint_name(epoch, self.comment))
+
         ahead = []
         for path in list_checkpoint_files(self.exp_dir):
             if path.resolve() in self.protected:
@@ -558,7 +586,7 @@ class Trainer:
             named = parse_checkpoint_name(path.name)
             # Unreadable files are judged by their name: would this run write a file of that name?
             unreadable_in_the_way = progress is None and ((named.epoch or 0) > self.epoch or named.role in ("best", "interrupt"))
-            if unreadable_in_the_way or (progress is not None and progress > here) or path.name in writes:
+            if unreadable_in_the_way or (progress is not None and progress > here) or writes(path.name):
                 ahead.append(path)
         self._archive(ahead, f"Resuming at epoch {self.epoch}: checkpoints past it would be overwritten")
         self._restore_log_rows()
