@@ -279,6 +279,20 @@ def test_training_clips_are_augmented_per_seed_epoch_and_index_validation_clips_
     assert torch.equal(train[5][0], epoch1[5])
 
 
+def test_augment_dev_augments_validation_clips_with_their_own_stream_each_epoch() -> None:
+    train, val = build_datasets({**SYNTH, "algo": 3, "augment_dev": True})
+    _, plain_val = build_datasets({**SYNTH, "algo": 0})
+    assert train.augmenter.split == "train" and val.augmenter.split == "val"
+    val.set_epoch(1)
+    clip = val[3][0].numpy()
+    expected = augment(plain_val[3][0].numpy(), RawBoostConfig(), clip_generator(7, 1, 3, "val"))
+    assert np.array_equal(clip, expected)
+    # Not the noise of training clip 3 of the same epoch, and a new draw next epoch.
+    assert not np.array_equal(clip, augment(plain_val[3][0].numpy(), RawBoostConfig(), clip_generator(7, 1, 3)))
+    val.set_epoch(2)
+    assert not np.array_equal(val[3][0].numpy(), clip)
+
+
 def test_two_workers_load_the_same_augmented_clips_as_the_main_process() -> None:
     train, _ = build_datasets({**SYNTH, "algo": 5})
     train.set_epoch(4)

@@ -41,7 +41,8 @@ Protocol formats read by ``read_protocol`` (blank lines ignored, anything else m
     In-the-Wild meta.csv        ``file,speaker,label`` header; label ``bona-fide`` or ``spoof``
 
 Training clips can be augmented with RawBoost (``--algo``, ``training/rawboost.py``): the train
-set of ``build_datasets`` carries a ``ClipAugmenter`` unless ``--algo 0``; validation never does.
+set of ``build_datasets`` carries a ``ClipAugmenter`` unless ``--algo 0``; the validation set only
+with ``--augment_dev`` (the original's behaviour, off by default: it changes which epoch is "best").
 Clip ``i`` of epoch ``e`` is augmented with a generator seeded by ``(seed, e, i)``, inside
 ``__getitem__`` (so in the data-loader workers); the trainer calls ``set_epoch(e)`` before each
 epoch's loader starts. ASVspoof files are augmented before cutting, as the original recipe does.
@@ -653,12 +654,15 @@ def build_datasets(args: Mapping[str, Any] | Any) -> tuple[Dataset, Dataset]:
     given = args if isinstance(args, Mapping) else vars(args)  # a dict or an argparse namespace
     a = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
     train, val = _datasets(a)
-    _attach_augmenter(train, a)
+    _attach_augmenter(train, a, "train")
+    if a.get("augment_dev"):
+        _attach_augmenter(val, a, "val")
     return train, val
 
 
-def _attach_augmenter(train: Dataset, a: Mapping[str, Any]) -> None:
-    """RawBoost for the training set (``--algo``), seeded by ``seed``; ``--algo 0`` attaches nothing."""
+def _attach_augmenter(dataset: Dataset, a: Mapping[str, Any], split: str) -> None:
+    """RawBoost (``--algo``) for a data set, seeded by ``seed``; ``--algo 0`` attaches nothing.
+    The validation set gets one only with ``--augment_dev`` (what the original script did)."""
     from training.rawboost import ClipAugmenter, RawBoostConfig
 
     try:
@@ -666,7 +670,7 @@ def _attach_augmenter(train: Dataset, a: Mapping[str, Any]) -> None:
     except ValueError as exc:
         raise DataError(str(exc)) from None
     if cfg.algo != 0:
-        train.augmenter = ClipAugmenter(cfg, int(a["seed"]))
+        dataset.augmenter = ClipAugmenter(cfg, int(a["seed"]), split=split)
 
 
 def _datasets(a: Mapping[str, Any]) -> tuple[Dataset, Dataset]:

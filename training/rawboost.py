@@ -152,11 +152,16 @@ def _check_ranges(cfg: RawBoostConfig) -> None:
 
 # --- random draws ----------------------------------------------------------------------------------
 
-def clip_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of one training clip's augmentation: a pure function of (seed, epoch, index)."""
+_SPLIT_TAGS = {"val": 1}
+
+
+def clip_generator(seed: int, epoch: int, index: int, split: str = "train") -> np.random.Generator:
+    """The generator of one clip's augmentation: a pure function of (seed, epoch, index), and of
+    the split, so that validation clip i (``--augment_dev``) never draws training clip i's noise."""
     if epoch < 0 or index < 0:
         raise ValueError(f"epoch and clip index must not be negative, got epoch {epoch}, index {index}")
-    return np.random.default_rng([_STREAM_TAG, int(seed) % 2**64, int(epoch), int(index)])
+    key = [_STREAM_TAG, int(seed) % 2**64, int(epoch), int(index)]
+    return np.random.default_rng(key if split == "train" else key + [_SPLIT_TAGS[split]])
 
 
 def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -277,6 +282,7 @@ class ClipAugmenter:
     cfg: RawBoostConfig
     seed: int
     epoch: int = 0
+    split: str = "train"  # "val" with --augment_dev
 
     def __call__(self, wave: np.ndarray, index: int) -> np.ndarray:
-        return augment(wave, self.cfg, clip_generator(self.seed, self.epoch, index))
+        return augment(wave, self.cfg, clip_generator(self.seed, self.epoch, index, self.split))

@@ -343,6 +343,7 @@ class Trainer:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train = self._train_epoch(epoch)
+            self.val_set.set_epoch(epoch)  # --augment_dev: a new draw each epoch, as the original
             val = self._validate()
             if self.scheduler is not None:
                 self.scheduler.step()
