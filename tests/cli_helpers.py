@@ -30,10 +30,15 @@ class Result:
         return self.out + self.err
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), **(extra or {}))
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+# tqdm reads TQDM_* overrides from the environment: with these the progress bar prints after
+# every step ("| 3/8 ["), so a test can watch a run's position inside an epoch.
+BAR_EVERY_STEP = {"TQDM_MININTERVAL": "0", "TQDM_MINITERS": "1"}
 
 
 def run_main(args: list[str], cwd: Path, timeout: float = 300) -> Result:
@@ -43,9 +48,9 @@ def run_main(args: list[str], cwd: Path, timeout: float = 300) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def start_main(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+def start_main(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     out = open(log, "wb")
-    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=child_env(),
+    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=child_env(env),
                             stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -276,8 +276,10 @@ class Trainer:
         if self.scaler is not None and ckpt.get("scaler_state_dict"):
             self.scaler.load_state_dict(ckpt["scaler_state_dict"])
         self.epoch = int(ckpt["epoch"])
-        self.best_val_eer = float(ckpt.get("best_val_eer", float("inf")))
         self.best_epoch = ckpt.get("best_epoch")
+        # A checkpoint saved before the first validation (a stop in epoch 1) has no best yet: None.
+        best = ckpt.get("best_val_eer")
+        self.best_val_eer = float(best) if best is not None else float("inf")
         self.history = [dict(row) for row in ckpt.get("history", [])]
         if ckpt.get("partial") is not None:
             self.resume_step = int(ckpt.get("step_in_epoch", 0))
