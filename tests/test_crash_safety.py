@@ -51,7 +51,7 @@ from training import catalog, views
 from training.ckpt_reader import read_checkpoint_info, read_sidecar, sidecar_path
 from training.lock import read_lock_holder
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, interrupt_checkpoint_name
-from training.store import link_or_copy, read_checkpoint_file, remove_checkpoint
+from training.store import link_or_copy, read_checkpoint_file, remove_checkpoint, save_checkpoint
 from training.trainer import LOG_NAME, StartPlan, Trainer
 
 COMMENT = "crash"
@@ -433,8 +433,9 @@ def test_prune_never_removes_best_or_resumed_from(tmp_path: Path) -> None:
             "comment": "keep", "keep_last": 3, "models_root": str(tmp_path / "models")}
     trainer = Trainer(args, StartPlan("fresh"), echo=lambda line: None)
     trainer.exp_dir.mkdir(parents=True)
-    for epoch in range(1, 13):
-        trainer._epoch_path(epoch).write_bytes(b"placeholder: pruning goes by name")
+    for epoch in range(1, 13):  # real checkpoints of this run: only those are ever pruned
+        save_checkpoint({"epoch": epoch, "model_state_dict": {"w": torch.zeros(1)}, "optimizer_state_dict": {},
+                         "lineage": None}, trainer._epoch_path(epoch))
     trainer.best_epoch = 5
     trainer.protected = {trainer._epoch_path(2).resolve()}
     trainer._prune()
