@@ -5,22 +5,31 @@ into the other. Whatever the start mode, archive, ``--keep_last`` pruning, stale
 removal and the best file touch only the run's own files (its tag, its lineage); a resume into
 a folder holding another run under the same names is refused with one line, exit 2, and
 nothing on disk changes. Runs are real (``training.cli.main`` in-process, tiny lcnn).
+
+The property test runs random sequences of start modes (fresh, resume of any file on disk,
+auto-resume, pretrained), comments and ``--keep_last`` over two runs sharing a models root and
+checks after every run that no checkpoint anywhere (archives included) was lost, changed or
+moved except by that run's own archiving and retention, and that no folder mixes two runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from pathlib import Path
 
+import pytest
 import torch
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 
 from cli_helpers import TINY, run_cli, tree_digest
 from training.ckpt_reader import read_checkpoint_info, sidecar_path
 from training.config import DEFAULTS
-from training.naming import best_checkpoint_name, epoch_checkpoint_name, experiment_name
+from training.naming import best_checkpoint_name, epoch_checkpoint_name, experiment_name, parse_checkpoint_name
 from training.store import save_checkpoint
-from training.trainer import StartPlan, Trainer
+from training.trainer import StartPlan, Trainer, lineage_key
 
 EPOCHS = 3
 RUN = [*TINY, "--num_epochs", str(EPOCHS)]
@@ -208,3 +217,106 @@ def test_archiving_twice_in_one_second_never_moves_a_file_onto_another(tmp_path:
     for stamp, data in earlier.items():
         assert (trainer.exp_dir / "archive" / stamp / name).read_bytes() == data
     assert [p.read_bytes() for p in trainer.exp_dir.glob(f"archive/*/{name}")].count(b"the current run") == 1
+
+
+# --- the property: random sequences of runs sharing a models root ------------------------------------
+
+COMMENTS = ("a", "b")
+MODES = ("fresh", "auto_resume", "resume", "pretrained")
+STEP = st.fixed_dictionaries({
+    "mode": st.sampled_from(MODES), "comment": st.sampled_from(COMMENTS), "epochs": st.sampled_from((2, 3)),
+    "keep_last": st.sampled_from((None, 1, 2)), "source": st.integers(0, 10**6),
+})
+
+
+def checkpoints_under(root: Path) -> dict[Path, str]:
+    """Every checkpoint under the root, archives included: path -> sha256 of its bytes."""
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.pth"))
+            if not p.name.startswith(".")}
+
+
+def command_for(step: dict, root: Path) -> list[str]:
+    args = [*TINY, "--num_epochs", str(step["epochs"]), "--comment", step["comment"]]
+    if step["keep_last"]:
+        args += ["--keep_last", str(step["keep_last"])]
+    files = sorted(checkpoints_under(root))
+    mode = step["mode"] if files or step["mode"] in ("fresh", "auto_resume") else "fresh"
+    if mode in ("resume", "pretrained"):
+        source = files[step["source"] % len(files)]  # any file: another run's, an archived one, a best file
+        args += (["--resume"] if mode == "resume" else []) + ["--model_path", str(source)]
+    elif mode == "auto_resume":
+        args.append("--auto_resume")
+    return args
+
+
+def lineage_of(path: Path):
+    info = read_checkpoint_info(path)
+    return lineage_key(info.lineage) if info.kind == "full" else ("not a full checkpoint", info.kind)
+
+
+def step_problems(step: dict, folder: Path, before: dict[Path, str], after: dict[Path, str],
+                  lineage_before: dict[Path, object]) -> list[str]:
+    """Every checkpoint that existed before the step is, after it: unchanged in place; or moved
+    into ``archive/`` of the step's own folder, bytes intact; or one of the step's own run's files
+    (its folder, its lineage) whose bytes live on elsewhere (the best file relinked) or that its
+    ``--keep_last`` dropped. Nothing else may be lost, changed or moved."""
+    where = {}
+    for path, digest in after.items():
+        where.setdefault(digest, []).append(path)
+    written = [p for p, d in after.items() if p.parent == folder and before.get(p) != d]
+    run_lineages = {lineage_of(p) for p in written}
+    problems = [f"one run wrote files of several lineages: {sorted(map(str, run_lineages))}"] if len(run_lineages) > 1 else []
+    run_lineage = next(iter(run_lineages)) if run_lineages else "this run wrote nothing"
+    for path, digest in before.items():
+        if after.get(path) == digest:
+            continue
+        archived = [p for p in where.get(digest, []) if p not in before and p.name == path.name
+                    and p.parent.parent == folder / "archive"]
+        own = path.parent == folder and lineage_before[path] == run_lineage
+        if path.parent == folder and archived:
+            continue
+        if own and (where.get(digest) or (step["keep_last"] and parse_checkpoint_name(path.name).role in ("epoch", "best"))):
+            continue
+        state = "changed" if path in after else "gone"
+        problems.append(f"{path} {state} ({'own' if own else 'not this run'}'s file; kept elsewhere: {where.get(digest, [])})")
+    return problems
+
+
+def mixing_problems(root: Path) -> list[str]:
+    """Each folder's top level holds one run: one lineage, and a best file of that run."""
+    out = []
+    for folder in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        lineages = {lineage_of(p) for p in folder.glob("*.pth")}
+        if len(lineages) > 1:
+            out.append(f"{folder.name} mixes runs: {sorted(map(str, lineages))}")
+    return out
+
+
+def run_steps(root: Path, steps: list[dict]) -> None:
+    for i, step in enumerate(steps):
+        args = command_for(step, root)
+        folder = folder_of(root, step["comment"], step["epochs"])
+        before, tree = checkpoints_under(root), tree_digest(root)
+        lineage_before = {p: lineage_of(p) for p in before if p.parent == folder}
+        result = run_cli(args, root)
+        context = f"step {i}: main.py {' '.join(args)}\n{result.text[-1500:]}"
+        assert result.code in (0, 2), context
+        if result.code == 2:
+            assert "holds another run" in result.err and tree_digest(root) == tree, context
+            continue
+        problems = step_problems(step, folder, before, checkpoints_under(root), lineage_before) + mixing_problems(root)
+        assert problems == [], context + "\n" + "\n".join(problems)
+
+
+@pytest.mark.slow
+# Bounded: a fixed set of examples (derandomized) and no shrinking (each example is several runs).
+@settings(max_examples=25, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@example(steps=[  # the issue's sequence: base, other, then base's epoch 1 resumed into other with --keep_last 1
+    {"mode": "fresh", "comment": "a", "epochs": 2, "keep_last": None, "source": 0},
+    {"mode": "fresh", "comment": "b", "epochs": 2, "keep_last": None, "source": 0},
+    {"mode": "resume", "comment": "b", "epochs": 2, "keep_last": 1, "source": 0},
+])
+@given(steps=st.lists(STEP, min_size=3, max_size=6))
+def test_no_checkpoint_is_lost_or_changed_except_by_its_own_runs_retention(tmp_path_factory, steps) -> None:
+    run_steps(tmp_path_factory.mktemp("runs") / "models", steps)

@@ -107,7 +107,7 @@ class StartPlan:
 
 # --- which run a checkpoint belongs to -------------------------------------------------------------
 
-def lineage_key(lineage: Any) -> list[tuple[str, str]] | None:
+def lineage_key(lineage: Any) -> tuple[tuple[str, str], ...] | None:
     """How a run began, in a form two checkpoints compare by: None for a fresh start in its own
     folder, else the lineage's fields with the parent checkpoint by file name (the same parent
     given by a relative or an absolute path is the same run; JSON sidecars and pickles agree)."""
@@ -116,7 +116,7 @@ def lineage_key(lineage: Any) -> list[tuple[str, str]] | None:
     fields = dict(lineage)
     if fields.get("parent_checkpoint"):
         fields["parent_checkpoint"] = Path(str(fields["parent_checkpoint"])).name
-    return sorted((str(k), str(v)) for k, v in fields.items())
+    return tuple(sorted((str(k), str(v)) for k, v in fields.items()))
 
 
 def describe_lineage(lineage: Any) -> str:
