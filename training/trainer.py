@@ -120,9 +120,12 @@ def lineage_key(lineage: Any) -> tuple[tuple[str, str], ...] | None:
 
 
 def describe_lineage(lineage: Any) -> str:
+    """How a run began, for messages: 'started fresh there', 'resumed from EXP/FILE', ..."""
     if not isinstance(lineage, dict):
         return "started fresh there"
-    parent = f"{lineage.get('parent_experiment')}/{Path(str(lineage.get('parent_checkpoint'))).name}"
+    if not lineage.get("parent_checkpoint"):
+        return f"lineage {lineage}"
+    parent = f"{lineage.get('parent_experiment')}/{Path(str(lineage['parent_checkpoint'])).name}"
     return f"started from the weights of {parent}" if lineage.get("mode") == "pretrained" else f"resumed from {parent}"
 
 
