@@ -30,10 +30,15 @@ class Result:
         return self.out + self.err
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), **(extra or {}))
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+# tqdm reads TQDM_* overrides from the environment: with these the progress bar prints after
+# every step ("| 3/8 ["), so a test can watch a run's position inside an epoch.
+BAR_EVERY_STEP = {"TQDM_MININTERVAL": "0", "TQDM_MINITERS": "1"}
 
 
 def run_main(args: list[str], cwd: Path, timeout: float = 300) -> Result:
@@ -43,9 +48,43 @@ def run_main(args: list[str], cwd: Path, timeout: float = 300) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def start_main(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+def run_cli(args: list[str], models_root: Path) -> Result:
+    """``training.cli.main(ARGS --models_root ROOT)`` in this process: the same code path as
+    ``python main.py`` without an interpreter and torch start-up per run (for tests that make
+    many tiny runs). One torch thread, as ``child_env`` gives subprocesses (on a loaded machine
+    thread contention makes tiny steps many times slower). Output is captured; torch's thread
+    count and determinism switch are put back."""
+    import contextlib
+    import io
+
+    from training.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([*args, "--models_root", str(models_root)])
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path -> sha256) and every folder (-> "dir")."""
+    import hashlib
+
+    out = {}
+    for path in sorted(root.rglob("*")) if root.exists() else []:
+        rel = str(path.relative_to(root))
+        out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def start_main(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     out = open(log, "wb")
-    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=child_env(),
+    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=child_env(env),
                             stdout=out, stderr=subprocess.STDOUT)
 
 

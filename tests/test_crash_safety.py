@@ -3,7 +3,9 @@
 * SIGKILL at random moments, inside saves too, ten times in a row with --auto_resume after each:
   the result is bit-identical to a run never interrupted, and every file on disk is readable;
 * SIGTERM / SIGINT mid-epoch: exit 143 / 130, a clear message, an interrupt checkpoint that
-  resumes to the bit-identical result;
+  resumes to the bit-identical result; in the first epoch too (no best EER yet), at its first,
+  middle and last step, through --auto_resume and --resume --model_path alike, and the
+  dashboard's catalog calls such a folder interrupted and its checkpoint resumable;
 * the folder lock: a second run is refused at once (exit 3, naming the holder); after SIGKILL of
   the holder a new run is not blocked;
 * a full disk: a save fails mid-write (RLIMIT_FSIZE) or is refused before writing (a small
@@ -33,7 +35,7 @@ import pytest
 import torch
 
 from ckpt_factories import hostile_plain_pickle, hostile_torch_file
-from cli_helpers import REPO, TINY, child_env, run_main, start_main, stop_with, wait_for
+from cli_helpers import BAR_EVERY_STEP, REPO, TINY, child_env, run_main, start_main, stop_with, wait_for
 from kill_harness import (
     Timing,
     check_result,
@@ -45,10 +47,11 @@ from kill_harness import (
     temp_files,
     unreadable_files,
 )
+from training import catalog, views
 from training.ckpt_reader import read_checkpoint_info, read_sidecar, sidecar_path
 from training.lock import read_lock_holder
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, interrupt_checkpoint_name
-from training.store import link_or_copy, read_checkpoint_file, remove_checkpoint
+from training.store import link_or_copy, read_checkpoint_file, remove_checkpoint, save_checkpoint
 from training.trainer import LOG_NAME, StartPlan, Trainer
 
 COMMENT = "crash"
@@ -175,6 +178,79 @@ def test_stop_signal_mid_epoch_saves_interrupt_checkpoint_that_resumes_exactly(r
     assert f"resuming from {interrupt.relative_to(tmp_path)}" in resumed.out
     assert not interrupt.exists()  # superseded by epoch 2's checkpoint, then removed
     assert_same_as_reference(ref_folder, folder)
+
+
+# --- SIGTERM in the first epoch (no validation yet, so no best EER) ----------------------------------
+
+FIRST = "first"
+FIRST_STEPS = 8  # 64 clips / 8; clips of 2 s make a step long enough (~0.1 s) to aim a signal at
+FIRST_ARGS = [*TINY, "--train_size", "64", "--clip_samples", "32000", "--num_epochs", "2", "--comment", FIRST]
+
+
+@pytest.fixture(scope="module")
+def first_epoch_reference(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("first_epoch_reference")
+    result = run_main(FIRST_ARGS, cwd)
+    assert result.code == 0, result.text
+    return experiment_folder(cwd)
+
+
+def stop_in_first_epoch(cwd: Path, after_step: int) -> tuple[Path, int]:
+    """Start FIRST_ARGS and send SIGTERM once the progress bar shows ``after_step`` steps done:
+    the run stops after the step under way. Returns (the interrupt checkpoint, its step)."""
+    log = cwd / "stopped.log"
+    proc = start_main(FIRST_ARGS, cwd, log, env=BAR_EVERY_STEP)
+    shown = re.compile(rf"Epoch 1:[^\r\n|]*\|[^|]*\| {after_step}/{FIRST_STEPS} \[")
+    try:
+        wait_for(lambda: shown.search(log.read_text(errors="replace")) is not None)
+        assert stop_with(proc, signal.SIGTERM) == 143, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    out = log.read_text()
+    folder = experiment_folder(cwd)
+    interrupt = folder / interrupt_checkpoint_name(FIRST)
+    match = re.search(rf"Stopped by SIGTERM in epoch 1 after step (\d+): saved "
+                      rf"{re.escape(str(interrupt.relative_to(cwd)))}\. Continue with --auto_resume", out)
+    assert match, out
+    return interrupt, int(match.group(1))
+
+
+@pytest.mark.parametrize("after_step", [0, FIRST_STEPS // 2 - 1, FIRST_STEPS - 2],
+                         ids=["first-step", "mid-epoch", "last-step-before-validation"])
+def test_stop_in_the_first_epoch_resumes_exactly_both_ways(first_epoch_reference: Path, tmp_path: Path,
+                                                           after_step: int) -> None:
+    """The stop users make most (an epoch of real data takes hours): before any validation the
+    checkpoint has no best EER. It must resume, by either flag, to the uninterrupted result."""
+    stopped = tmp_path / "auto"
+    stopped.mkdir()
+    interrupt, step = stop_in_first_epoch(stopped, after_step)
+    assert after_step + 1 <= step < FIRST_STEPS  # stopped inside the epoch, before its validation
+    info = read_checkpoint_info(interrupt)
+    assert info.kind == "full" and info.complete and info.epoch == 0 and info.step_in_epoch == step
+    assert info.best_epoch is None and "best_val_eer" not in info.metrics
+    assert not list(interrupt.parent.glob("checkpoint_epoch_*")) and not list(interrupt.parent.glob("best_*"))
+
+    # The dashboard offers it for resuming: an interrupted experiment, a resumable checkpoint.
+    experiments = catalog.scan_experiments(stopped / "models").set_index("name")
+    assert experiments.loc[interrupt.parent.name, "status"] == "interrupted"
+    files = catalog.scan_checkpoints(stopped / "models").set_index("file")
+    assert views.can_resume(files.loc[interrupt.name, "kind"])
+
+    by_path = tmp_path / "by_path"
+    shutil.copytree(stopped / "models", by_path / "models")  # mtimes kept: sidecars still vouch
+    resumes = {
+        stopped: [*FIRST_ARGS, "--auto_resume"],
+        by_path: [*FIRST_ARGS, "--resume", "--model_path", str(by_path / "models" / interrupt.parent.name / interrupt.name)],
+    }
+    for cwd, args in resumes.items():
+        result = run_main(args, cwd)
+        assert result.code == 0, result.text
+        assert "epoch 0 completed" in result.out and "epochs 1-2" in result.out, result.out
+        folder = experiment_folder(cwd)
+        assert not (folder / interrupt.name).exists()  # superseded by epoch 1's checkpoint
+        assert_same_as_reference(first_epoch_reference, folder)
 
 
 # --- one writer per folder --------------------------------------------------------------------------
@@ -357,8 +433,9 @@ def test_prune_never_removes_best_or_resumed_from(tmp_path: Path) -> None:
             "comment": "keep", "keep_last": 3, "models_root": str(tmp_path / "models")}
     trainer = Trainer(args, StartPlan("fresh"), echo=lambda line: None)
     trainer.exp_dir.mkdir(parents=True)
-    for epoch in range(1, 13):
-        trainer._epoch_path(epoch).write_bytes(b"placeholder: pruning goes by name")
+    for epoch in range(1, 13):  # real checkpoints of this run: only those are ever pruned
+        save_checkpoint({"epoch": epoch, "model_state_dict": {"w": torch.zeros(1)}, "optimizer_state_dict": {},
+                         "lineage": None}, trainer._epoch_path(epoch))
     trainer.best_epoch = 5
     trainer.protected = {trainer._epoch_path(2).resolve()}
     trainer._prune()

@@ -138,3 +138,14 @@ def parse_experiment_name(folder: str) -> dict[str, Any]:
         out.setdefault("comment", None)
         return out
     return {}
+
+
+def carries_run_tag(filename: str, comment: str | None) -> bool:
+    """Whether ``filename`` is a name a run with ``comment`` writes (epoch, best or interrupt file
+    with that comment's tag). The original script's untagged names (``epoch_N.pth``,
+    ``best_model_eer.pth``) count as the folder's own; another comment's names, and ``.pth``
+    files of no known scheme, do not."""
+    named = parse_checkpoint_name(filename)
+    if named.role == "other":
+        return False
+    return (named.comment or None) == (comment or None) or (named.legacy_name and not named.comment)

@@ -520,13 +520,17 @@ _ROLE_PREFERENCE = {"epoch": 2, "interrupt": 1, "best": 0, "other": 0}
 def find_latest_good_checkpoint(exp_dir: Path, echo: Callable[[str], None]) -> LoadedCheckpoint | None:
     """The newest checkpoint in ``exp_dir`` that fully loads, walking newest first.
 
+    Only the folder's own files are candidates: names with the tag of the folder's comment
+    (``training.naming.carries_run_tag``); another run's files copied or resumed in are not.
     Incomplete, truncated, corrupt, hostile and weights-only files are skipped with one line
     each naming the file and why. Nothing is deleted or rewritten here.
     """
     from training.ckpt_reader import list_checkpoint_files, read_checkpoint_info
-    from training.naming import parse_checkpoint_name
+    from training.naming import carries_run_tag, parse_checkpoint_name, parse_experiment_name
 
-    infos = [read_checkpoint_info(p) for p in list_checkpoint_files(exp_dir)]
+    folder = parse_experiment_name(Path(exp_dir).name)  # {} for a name of no known scheme: any tag
+    infos = [read_checkpoint_info(p) for p in list_checkpoint_files(exp_dir)
+             if not folder or carries_run_tag(p.name, folder.get("comment"))]
     usable = []
     for info in infos:
         if info.kind != "full" or info.epoch is None:

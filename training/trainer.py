@@ -15,6 +15,19 @@ epoch, which a mid-epoch (SIGTERM) checkpoint stores together with the epoch's r
 Signals: the first SIGTERM or SIGINT asks the loop to stop; it finishes the current step, saves
 ``checkpoint_interrupt[_comment].pth`` (which resumes at the next step), and exits 143 / 130.
 A second signal aborts at once; every checkpoint already on disk is intact either way.
+
+A run touches only its own files. "This run's files" are the checkpoints at the top of its
+experiment folder whose name carries its tag (``--comment``; the original script's untagged
+names count as the folder's) and whose ``lineage`` is its own: how the run began (None: a
+fresh start in this folder; else resumed from / pretrained on which parent checkpoint). A
+resume continues the lineage of the file it resumes when that file is one of the folder's own,
+and begins a new one otherwise (another experiment's file, an archived file). Only this run's
+files are archived when in its way (moved to ``archive/<time>/``, never deleted), pruned by
+``--keep_last``, removed as a stale interrupt checkpoint or published as the best file; files
+with another tag are never touched. A fresh or pretrained start archives the folder's earlier
+run of this tag. A resume into a folder that holds another run's checkpoints under this tag is
+refused before anything is created or moved (``FolderHoldsAnotherRun``, exit 2): the two runs
+would otherwise be mixed under one set of names.
 """
 
 from __future__ import annotations
@@ -36,8 +49,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.ckpt_reader import (checkpoint_meta, file_sha256, list_checkpoint_files, read_checkpoint_info,
-                                  read_checkpoint_object, read_sidecar, sidecar_path)
+from training.ckpt_reader import (CheckpointInfo, checkpoint_meta, file_sha256, list_checkpoint_files,
+                                  read_checkpoint_info, read_checkpoint_object, read_sidecar, sidecar_path)
 from training.data import build_datasets
 from training.lock import ExperimentLock
 from training.losses import build_criterion
@@ -45,6 +58,7 @@ from training.metrics import compute_eer
 from training.models import build_model, check_model_args, with_head_version
 from training.naming import (
     best_checkpoint_name,
+    carries_run_tag,
     epoch_checkpoint_name,
     experiment_dir,
     experiment_name,
@@ -52,6 +66,7 @@ from training.naming import (
     parse_checkpoint_name,
 )
 from training.store import (
+    CheckpointError,
     CheckpointWriter,
     LoadedCheckpoint,
     link_or_copy,
@@ -77,6 +92,10 @@ class TrainingStopped(Exception):
         self.signum = signum
 
 
+class FolderHoldsAnotherRun(CheckpointError):
+    """A resume would mix two runs under one experiment folder's names (exit 2, nothing touched)."""
+
+
 @dataclass
 class StartPlan:
     """How a run begins. ``mode``: fresh | resume | pretrained (nanoGPT's ``init_from``)."""
@@ -84,6 +103,30 @@ class StartPlan:
     mode: str
     source: LoadedCheckpoint | None = None
     note: str = ""  # why this plan was chosen, printed once
+
+
+# --- which run a checkpoint belongs to -------------------------------------------------------------
+
+def lineage_key(lineage: Any) -> tuple[tuple[str, str], ...] | None:
+    """How a run began, in a form two checkpoints compare by: None for a fresh start in its own
+    folder, else the lineage's fields with the parent checkpoint by file name (the same parent
+    given by a relative or an absolute path is the same run; JSON sidecars and pickles agree)."""
+    if not isinstance(lineage, dict):
+        return None
+    fields = dict(lineage)
+    if fields.get("parent_checkpoint"):
+        fields["parent_checkpoint"] = Path(str(fields["parent_checkpoint"])).name
+    return tuple(sorted((str(k), str(v)) for k, v in fields.items()))
+
+
+def describe_lineage(lineage: Any) -> str:
+    """How a run began, for messages: 'started fresh there', 'resumed from EXP/FILE', ..."""
+    if not isinstance(lineage, dict):
+        return "started fresh there"
+    if not lineage.get("parent_checkpoint"):
+        return f"lineage {lineage}"
+    parent = f"{lineage.get('parent_experiment')}/{Path(str(lineage['parent_checkpoint'])).name}"
+    return f"started from the weights of {parent}" if lineage.get("mode") == "pretrained" else f"resumed from {parent}"
 
 
 # --- RNG state ---------------------------------------------------------------------------------
@@ -203,11 +246,64 @@ class Trainer:
         self.best_val_eer = float("inf")
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
-        self.lineage: dict[str, Any] | None = None
+        self.lineage: dict[str, Any] | None = self._start_lineage()
         self.protected: set[Path] = set()  # never pruned: the checkpoint this run resumed from
         self.writer = CheckpointWriter(background=True)
         self._stop_signal: int | None = None
         self._last_size = 0
+
+    # -- which files are this run's -----------------------------------------------------------
+
+    def _continues_own_file(self) -> bool:
+        """Resuming one of this folder's own checkpoints (its name carries this run's tag)."""
+        source = self.plan.source
+        return (self.plan.mode == "resume" and source is not None and source.full is not None
+                and source.path.parent.resolve() == self.exp_dir.resolve()
+                and carries_run_tag(source.path.name, self.comment))
+
+    def _start_lineage(self) -> dict[str, Any] | None:
+        """The lineage this run's checkpoints record (see the module docstring)."""
+        source = self.plan.source
+        if source is None:
+            return None
+        if self.plan.mode != "resume" or source.full is None:
+            return {"mode": "pretrained", "parent_experiment": source.path.parent.name,
+                    "parent_checkpoint": str(source.path)}
+        if self._continues_own_file():
+            return source.full.get("lineage")
+        return {"mode": "resume", "parent_experiment": source.path.parent.name,
+                "parent_checkpoint": str(source.path), "parent_epoch": int(source.full["epoch"])}
+
+    def _is_own(self, info: CheckpointInfo) -> bool:
+        """A readable checkpoint of this run: its tag, its lineage (unreadable files are nobody's)."""
+        return (carries_run_tag(info.path.name, self.comment) and info.kind == "full"
+                and lineage_key(info.lineage) == lineage_key(self.lineage))
+
+    def _other_runs_files(self) -> list[CheckpointInfo]:
+        """Checkpoints under this run's names, in its folder, that another run wrote."""
+        source = self.plan.source.path.resolve() if self.plan.source is not None else None
+        others = []
+        for path in list_checkpoint_files(self.exp_dir):
+            if path.resolve() == source or not carries_run_tag(path.name, self.comment):
+                continue
+            info = read_checkpoint_info(path)
+            if info.kind == "full" and lineage_key(info.lineage) != lineage_key(self.lineage):
+                others.append(info)
+        return others
+
+    def _refuse_mixing_runs(self) -> None:
+        """A resume into a folder holding another run under this run's names stops here, before
+        anything is created or moved: continuing would archive, prune or relink that run's files."""
+        if self.plan.mode != "resume":
+            return  # a fresh or pretrained start archives the earlier run: nothing is mixed
+        others = self._other_runs_files()
+        if not others:
+            return
+        names = ", ".join(i.path.name for i in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise FolderHoldsAnotherRun(
+            f"{self.exp_dir} holds another run ({names}: {describe_lineage(others[0].lineage)}); resuming "
+            f"{self.plan.source.path} into it would mix the two runs. Resume with another --comment (a new "
+            f"folder), continue that run with --auto_resume, or move its files out of the folder first")
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -268,9 +364,6 @@ class Trainer:
         """Continue a full checkpoint: optimizer, schedule, counters, RNG, data position."""
         source = self.plan.source
         if self.plan.mode != "resume" or source is None or source.full is None:
-            if source is not None:
-                self.lineage = {"mode": "pretrained", "parent_experiment": source.path.parent.name,
-                                "parent_checkpoint": str(source.path)}
             return
         ckpt = source.full
         self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
@@ -283,25 +376,24 @@ class Trainer:
         if self.scaler is not None and ckpt.get("scaler_state_dict"):
             self.scaler.load_state_dict(ckpt["scaler_state_dict"])
         self.epoch = int(ckpt["epoch"])
-        self.best_val_eer = float(ckpt.get("best_val_eer", float("inf")))
         self.best_epoch = ckpt.get("best_epoch")
+        # A checkpoint saved before the first validation (a stop in epoch 1) has no best yet: None.
+        best = ckpt.get("best_val_eer")
+        self.best_val_eer = float(best) if best is not None else float("inf")
         self.history = [dict(row) for row in ckpt.get("history", [])]
         if ckpt.get("partial") is not None:
             self.resume_step = int(ckpt.get("step_in_epoch", 0))
             self.resume_sums = ckpt["partial"]
         if ckpt.get("rng_state") is not None:
             restore_rng_state(ckpt["rng_state"])
-        same_folder = source.path.parent.resolve() == self.exp_dir.resolve()
-        self.lineage = ckpt.get("lineage") if same_folder else {
-            "mode": "resume", "parent_experiment": source.path.parent.name,
-            "parent_checkpoint": str(source.path), "parent_epoch": self.epoch}
-        if same_folder:
+        if self._continues_own_file():
             self.protected.add(source.path.resolve())
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> int:
         target = int(self.args["num_epochs"])
+        self._refuse_mixing_runs()
         with ExperimentLock(self.exp_dir):
             leftovers = remove_stale_temp_files(self.exp_dir)  # we hold the lock: no save is in flight
             if leftovers:
@@ -500,10 +592,11 @@ class Trainer:
                 f"(or --resume --model_path {path}).")
 
     def _remove_stale_interrupt(self) -> None:
+        """This run's interrupt checkpoint, once an epoch checkpoint has superseded it."""
         stale = self.exp_dir / interrupt_checkpoint_name(self.comment)
         if stale.exists():
             info = read_checkpoint_info(stale)
-            if info.epoch is None or info.epoch < self.epoch:
+            if self._is_own(info) and info.epoch is not None and info.epoch < self.epoch:
                 remove_checkpoint(stale)
 
     def _republish_best(self) -> None:
@@ -511,18 +604,19 @@ class Trainer:
 
         A kill between an improving epoch's checkpoint and the best link that follows it leaves
         the best file one improvement behind (or missing), and no later epoch may improve to
-        fix it. Only a missing or older, readable best file is replaced; never a corrupt one.
+        fix it. Only a missing or older best file of this run is replaced, never a corrupt one or
+        another run's, and only by this run's own epoch file.
         """
         if self.plan.mode != "resume" or not self.best_epoch:
             return
         best = self.exp_dir / best_checkpoint_name(self.comment)
         if best.exists():
             current = read_checkpoint_info(best)
-            if current.kind != "full" or current.epoch is None or current.epoch >= self.best_epoch:
+            if not self._is_own(current) or current.epoch is None or current.epoch >= self.best_epoch:
                 return
         source = read_checkpoint_info(self._epoch_path(self.best_epoch))
-        if source.kind != "full" or source.epoch != self.best_epoch:
-            return  # pruned or unreadable: nothing to publish
+        if not self._is_own(source) or source.epoch != self.best_epoch:
+            return  # pruned, unreadable or not this run's: nothing to publish
         # Killed before its sidecar too: hash and describe the file the slow way (rare).
         meta = read_sidecar(source.path) if source.complete else checkpoint_meta(read_checkpoint_object(source.path))
         link_or_copy(source.path, best, source.sha256 or file_sha256(source.path), meta)
@@ -530,12 +624,14 @@ class Trainer:
                   f"republished it from {source.path.name}")
 
     def _prune(self) -> None:
-        """``--keep_last K``: after a save is complete, drop older epoch checkpoints, never protected ones."""
+        """``--keep_last K``: after a save is complete, drop this run's older epoch checkpoints,
+        never protected ones, never another run's (another tag or lineage) or an unreadable one."""
         keep = self.args.get("keep_last")
         if not keep:
             return
         epochs = sorted(((parse_checkpoint_name(p.name).epoch, p) for p in list_checkpoint_files(self.exp_dir)
-                         if parse_checkpoint_name(p.name).role == "epoch"), key=lambda e: e[0])
+                         if parse_checkpoint_name(p.name).role == "epoch" and self._is_own(read_checkpoint_info(p))),
+                        key=lambda e: e[0])
         protected = set(self.protected)
         if epochs:
             protected.add(epochs[-1][1].resolve())  # the newest
@@ -559,13 +655,15 @@ class Trainer:
     def _prepare_folder(self) -> None:
         """Move aside files this run would overwrite (never delete them); restore missing log rows.
 
+        Only files under this run's names are looked at: files with another tag stay as they are.
         A fresh run archives the folder's earlier run. A resumed run archives checkpoints past
         its starting point: a branch it abandons, or corrupt files auto-resume skipped.
         """
         self.exp_dir.mkdir(parents=True, exist_ok=True)
+        own_names = [p for p in list_checkpoint_files(self.exp_dir) if carries_run_tag(p.name, self.comment)]
         if self.plan.mode != "resume":
-            self._archive([p for p in self.exp_dir.iterdir() if p.suffix == ".pth" or p.name == LOG_NAME],
-                          "Fresh start: the folder had an earlier run")
+            log = self.exp_dir / LOG_NAME
+            self._archive(own_names + ([log] if log.exists() else []), "Fresh start: the folder had an earlier run")
             return
         here = (self.epoch, self.resume_step)
         target = int(self.args["num_epochs"])
@@ -579,7 +677,7 @@ class Trainer:
                     and name == epoch_checkpoint_name(epoch, self.comment))
 
         ahead = []
-        for path in list_checkpoint_files(self.exp_dir):
+        for path in own_names:
             if path.resolve() in self.protected:
                 continue
             info = read_checkpoint_info(path)
@@ -606,8 +704,7 @@ class Trainer:
     def _archive(self, files: list[Path], why: str) -> None:
         if not files:
             return
-        archive = self.exp_dir / "archive" / time.strftime("%Y%m%d-%H%M%S")
-        archive.mkdir(parents=True, exist_ok=True)
+        archive = self._new_archive_folder()
         for path in files:
             sidecar = sidecar_path(path)
             if sidecar.exists():
@@ -615,6 +712,20 @@ class Trainer:
             shutil.move(str(path), archive / path.name)
         names = ", ".join(p.name for p in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
         self.echo(f"{why}; moved {names} to {archive} (nothing deleted)")
+
+    def _new_archive_folder(self) -> Path:
+        """``archive/<time>/``, never one that exists: two archivings in one second must not
+        move a file onto a same-named one archived before."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (self.exp_dir / "archive").mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            folder = self.exp_dir / "archive" / (stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue
+        raise CheckpointError(f"{self.exp_dir / 'archive'}: no free folder name for {stamp}")
 
     # -- signals --------------------------------------------------------------------------------
 
