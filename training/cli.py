@@ -8,9 +8,15 @@ handed to the trainer as a ``StartPlan`` (fresh | resume | pretrained):
     --auto_resume                         newest good checkpoint in the folder, else fresh
     --model_path P [--fresh_start]        weights of P, fresh optimizer, epoch 1
     --list_checkpoints                    print the folder's checkpoints and exit
+    --visualize_attention --model_path P  render P's attention maps (attention/<P's stem>/) and exit
+                                          (with --resume or --fresh_start: a run that renders them)
 
-Exit codes: 0 done (also "nothing left to train"), 1 error while training, 2 usage error or
-unusable --model_path, 3 experiment folder busy, 130/143 stopped by SIGINT/SIGTERM after saving.
+Before a run starts it states the disk its checkpoints will need (``training.checkpoint.disk``)
+and is refused, exit 2, when that does not fit in the free space of the models root's file system.
+
+Exit codes: 0 done (also "nothing left to train"), 1 error while training, 2 usage error,
+unusable --model_path or not enough disk for the run, 3 experiment folder busy, 130/143 stopped
+by SIGINT/SIGTERM after saving.
 
 This module imports torch only when a run starts: ``--list_checkpoints`` reads metadata only.
 """
@@ -23,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, UsageError, validate_options
+from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, UsageError, check_attention_model, validate_options
 from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
 
 EXIT_ERROR = 1
@@ -274,9 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             import torch
             if not torch.cuda.is_available():
                 raise UsageError("--device cuda: no CUDA device is available")
+        if renders_only(args):
+            return render_attention_only(args, explicit)
         effective, plan = plan_run(args, explicit)
-        # A checkpoint's stored values name the folder now: the same rule applies to them.
-        validate_options({k: effective.get(k) for k in NAMING_KEYS})
+        # A checkpoint's stored values name the folder (and the model) now: the same rule applies.
+        validate_options({**{k: effective.get(k) for k in NAMING_KEYS},
+                          "visualize_attention": effective.get("visualize_attention")})
+        state_disk_needs(effective, plan)
         return _train(effective, plan)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -284,6 +294,52 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"Aborted ({exc or 'interrupted'}); checkpoints already on disk are intact.", file=sys.stderr)
         return 130
+
+
+def state_disk_needs(args: dict[str, Any], plan: Any) -> None:
+    """Print the disk the run's checkpoints need; UsageError when it cannot fit (or when the
+    model these args describe cannot be built: nothing is created either way)."""
+    from training.checkpoint.disk import check_disk_space
+    from training.store import CheckpointError
+
+    start = int(plan.source.full["epoch"]) if plan.mode == "resume" and plan.source.full else 0
+    if int(args["num_epochs"]) <= start:
+        return  # nothing left to train: the trainer says so
+    try:
+        check_disk_space(args, start)
+    except (CheckpointError, ValueError) as exc:  # a bad --ssl_path, a group_size the model refuses
+        raise UsageError(str(exc)) from None
+
+
+# --- --visualize_attention --model_path: render one checkpoint ---------------------------------------
+
+def renders_only(args: dict[str, Any]) -> bool:
+    """``--visualize_attention --model_path P`` without a start mode renders P and exits."""
+    return bool(args["visualize_attention"] and args["model_path"] and not (args["resume"] or args["fresh_start"]))
+
+
+def render_attention_only(args: dict[str, Any], explicit: set[str]) -> int:
+    """The checkpoint's attention maps into ``attention/<its stem>/`` next to it. The model, the
+    data and the seed are the checkpoint's (the command line's where typed)."""
+    from training.attention import render_checkpoint
+    from training.data import DataError
+    from training.store import CheckpointError, read_verified_checkpoint
+
+    path = Path(args["model_path"])
+    try:
+        loaded = read_verified_checkpoint(path)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    stored = (loaded.full or {}).get("args") or {}
+    stored = dict(vars(stored) if isinstance(stored, argparse.Namespace) else stored)
+    effective = _merge(stored, args, explicit, DEFAULTS)
+    check_attention_model(effective)
+    try:
+        folder = render_checkpoint(effective, loaded)
+    except (CheckpointError, DataError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"Attention maps of {path.name}: {folder}")
+    return 0
 
 
 def _train(args: dict[str, Any], plan: Any) -> int:

@@ -87,6 +87,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("auto_resume", bool, False, "resume from the newest good checkpoint, else start fresh", group="checkpoint"),
     Option("list_checkpoints", bool, False, "list the experiment's checkpoints and exit", group="checkpoint"),
     Option("keep_last", int, None, "keep only the K newest epoch checkpoints (best and resumed-from are kept)", group="checkpoint"),
+    # Attention heatmaps (training/attention.py): what a run writes besides checkpoints, not what it trains.
+    Option("visualize_attention", bool, False, "g3_heatmap: save attention maps (attention/epoch_N/attention.npz "
+           "+ one PNG per utterance) on fixed validation utterances; with --model_path alone (no --resume / "
+           "--fresh_start): render that checkpoint's maps and exit", group="attention"),
+    Option("viz_samples", int, 20, "--visualize_attention: validation utterances rendered (half bona fide, "
+           "half spoof where the set allows)", group="attention"),
+    Option("viz_frequency", int, 10, "--visualize_attention: render after every N-th epoch and the last "
+           "(0: only the last)", group="attention"),
     Option("device", str, "auto", "auto, cpu or cuda", DEVICES, group="system"),
     Option("num_workers", int, 0, "data-loader worker processes", group="system"),
     Option("amp", bool, False, "mixed precision on CUDA", group="system"),
@@ -107,7 +115,7 @@ DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 # Options that select what to do rather than describe the experiment: never compared on resume.
 ACTION_OPTIONS = frozenset(
     {"model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints", "models_root",
-     "keep_last", "device", "num_workers"}
+     "keep_last", "device", "num_workers", "visualize_attention", "viz_samples", "viz_frequency"}
 )
 
 
@@ -125,6 +133,9 @@ MIN_CLIP_SAMPLES = 1024
 # More epochs than any run could finish; bounds what a resume has to reason about.
 MAX_NUM_EPOCHS = 1_000_000
 MAX_NUM_WORKERS = 1024
+MAX_VIZ_SAMPLES = 10_000  # one PNG each: more would be a folder nobody opens
+# The models whose forward pass returns attention maps (``model(x, return_attention=True)``).
+ATTENTION_MODELS = ("g3_heatmap",)
 MAX_SEED = 2**32 - 1  # numpy's seed range; the synthetic data needs a seed >= 0
 # (name, lowest, highest) for the whole-number options; None: no bound on that side.
 INT_RANGES: tuple[tuple[str, int | None, int | None], ...] = (
@@ -135,6 +146,8 @@ INT_RANGES: tuple[tuple[str, int | None, int | None], ...] = (
     ("val_size", 1, None),
     ("clip_samples", MIN_CLIP_SAMPLES, None),
     ("keep_last", 1, None),
+    ("viz_samples", 1, MAX_VIZ_SAMPLES),
+    ("viz_frequency", 0, MAX_NUM_EPOCHS),
     ("num_workers", 0, MAX_NUM_WORKERS),
     ("seed", 0, MAX_SEED),
 )
@@ -203,6 +216,14 @@ def _check_augmentation(values: Mapping[str, Any]) -> None:
         check_options(values)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def check_attention_model(values: Mapping[str, Any]) -> None:
+    """``--visualize_attention`` needs a model that has attention maps to show."""
+    model = values.get("model_type", DEFAULTS["model_type"])
+    if values.get("visualize_attention") and model not in ATTENTION_MODELS:
+        raise UsageError(f"--visualize_attention needs --model_type {' or '.join(ATTENTION_MODELS)}: "
+                         f"{model} has no attention maps")
 
 
 def _check_comment(comment: str) -> None:
@@ -303,6 +324,7 @@ def validate_options(args: Mapping[str, Any]) -> None:
     ``args`` maps option names to values; missing or None values take the defaults, except
     ``models_root``, which is only checked when given (the jobs API passes its own). Checks:
     types and choices; whole numbers in range (``INT_RANGES``), real numbers finite (``lr > 0``);
+    ``--visualize_attention`` only for a model with attention maps;
     the comment free of separators, ``..`` and control characters; path values free of NUL and
     line breaks; every folder and file name a run writes within the file system's name limit;
     ``models_root`` a writable folder (or creatable in one) unless only listing. Creates nothing.
@@ -311,6 +333,7 @@ def validate_options(args: Mapping[str, Any]) -> None:
     _check_choices_and_types(given)
     values = {**DEFAULTS, **given}
     _check_numbers(values)
+    check_attention_model(values)
     if not values.get("list_checkpoints"):
         _check_augmentation(values)
     comment = values.get("comment")

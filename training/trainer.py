@@ -49,6 +49,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from training.attention import ATTENTION_DIR, choose_utterances, collect_attention, is_render_epoch, write_attention
 from training.ckpt_reader import (CheckpointInfo, checkpoint_meta, file_sha256, list_checkpoint_files,
                                   read_checkpoint_info, read_checkpoint_object, read_sidecar, sidecar_path)
 from training.data import build_datasets
@@ -323,6 +324,9 @@ class Trainer:
 
     def _setup_data(self) -> None:
         self.train_set, self.val_set = build_datasets(self.args)
+        # --visualize_attention: the same validation utterances at every rendered epoch.
+        self.viz_indices = (choose_utterances(self.val_set.labels, int(self.args["viz_samples"]), int(self.args["seed"]))
+                            if self.args.get("visualize_attention") else [])
 
     def _setup_model(self) -> None:
         # The architecture version comes from the checkpoint a run starts from (old ones rebuild
@@ -449,6 +453,8 @@ class Trainer:
                    "epoch_seconds": round(time.perf_counter() - started, 3), "timestamp": time.time(),
                    "experiment": self.name}
             self.history.append(row)
+            # Before the checkpoint: a kill in between retrains and renders this epoch again.
+            self._render_attention(epoch, target)
             self.save_checkpoint(row, improved)
             self.echo(f"Epoch {epoch}/{target}  train loss {train['loss']:.4f} EER {train['eer']:.2f}%  "
                       f"val loss {val['loss']:.4f} acc {val['acc']:.2f}% EER {val['eer']:.2f}%  "
@@ -457,6 +463,15 @@ class Trainer:
             if self._stop_signal is not None:
                 self.writer.wait()
                 raise TrainingStopped(self._stop_signal, self._stopped_message(epoch, 0, self._epoch_path(epoch)))
+
+    def _render_attention(self, epoch: int, target: int) -> None:
+        """``attention/epoch_N/`` on the scheduled epochs (training.attention); draws no RNG."""
+        if not self.viz_indices or not is_render_epoch(epoch, target, int(self.args["viz_frequency"])):
+            return
+        arrays = collect_attention(self.model, self.val_set, self.viz_indices, self.device,
+                                   int(self.args["batch_size"]))
+        folder = write_attention(self.exp_dir / ATTENTION_DIR, f"epoch_{epoch}", arrays)
+        self.echo(f"Attention maps of epoch {epoch}: {folder}")
 
     def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
         # A private generator: creating an iterator must not draw from the global torch RNG,
@@ -663,7 +678,9 @@ class Trainer:
         own_names = [p for p in list_checkpoint_files(self.exp_dir) if carries_run_tag(p.name, self.comment)]
         if self.plan.mode != "resume":
             log = self.exp_dir / LOG_NAME
-            self._archive(own_names + ([log] if log.exists() else []), "Fresh start: the folder had an earlier run")
+            attention = self.exp_dir / ATTENTION_DIR
+            earlier = own_names + ([log] if log.exists() else []) + ([attention] if _has_entries(attention) else [])
+            self._archive(earlier, "Fresh start: the folder had an earlier run")
             return
         here = (self.epoch, self.resume_step)
         target = int(self.args["num_epochs"])
@@ -687,8 +704,21 @@ class Trainer:
             unreadable_in_the_way = progress is None and ((named.epoch or 0) > self.epoch or named.role in ("best", "interrupt"))
             if unreadable_in_the_way or (progress is not None and progress > here) or writes(path.name):
                 ahead.append(path)
+        ahead += self._attention_past(self.epoch, abandoned_branch=bool(ahead))
         self._archive(ahead, f"Resuming at epoch {self.epoch}: checkpoints past it would be overwritten")
         self._restore_log_rows()
+
+    def _attention_past(self, epoch: int, abandoned_branch: bool) -> list[Path]:
+        """``attention/epoch_K`` folders past the resume point that belong to an abandoned branch.
+        The one of the next epoch alone, with no checkpoint ahead, is a render whose checkpoint a
+        kill prevented: this run renders it again (the same maps), so it is not archived."""
+        root = self.exp_dir / ATTENTION_DIR
+        past = []
+        for path in sorted(root.glob("epoch_*")) if root.is_dir() else []:
+            number = path.name.removeprefix("epoch_")
+            if number.isdigit() and int(number) > epoch and (abandoned_branch or int(number) > epoch + 1):
+                past.append(path)
+        return past
 
     def _restore_log_rows(self) -> None:
         """A kill between a checkpoint and its log row leaves the row missing: add it back."""
@@ -709,7 +739,9 @@ class Trainer:
             sidecar = sidecar_path(path)
             if sidecar.exists():
                 shutil.move(str(sidecar), archive / sidecar.name)
-            shutil.move(str(path), archive / path.name)
+            target = archive / path.relative_to(self.exp_dir)  # attention/epoch_N keeps its parent
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), target)
         names = ", ".join(p.name for p in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
         self.echo(f"{why}; moved {names} to {archive} (nothing deleted)")
 
@@ -731,6 +763,10 @@ class Trainer:
 
     def _signals_handled(self) -> "_SignalScope":
         return _SignalScope(self)
+
+
+def _has_entries(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
 
 
 class _SignalScope:
