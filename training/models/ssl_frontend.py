@@ -148,16 +148,9 @@ def _forgive_missing_frozen_weights(module: SSLFrontend, incompatible_keys) -> N
 def load_wav2vec2(folder: Path) -> nn.Module:
     """``Wav2Vec2Model`` from a local folder, float32, LayerDrop and time masking off, every
     weight present (a base-model or a pre-training checkpoint; extra heads are ignored)."""
-    try:
-        from transformers import Wav2Vec2Config, Wav2Vec2Model
-    except ImportError as exc:  # pragma: no cover - declared in requirements.txt
-        raise SSLFolderError(f"--ssl_path needs the transformers package ({exc})") from None
-    try:
-        config = Wav2Vec2Config.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise SSLFolderError(f"--ssl_path {folder}: config.json is not a wav2vec2 config ({exc})") from None
-    config.layerdrop = 0.0
-    config.apply_spec_augment = False
+    from transformers import Wav2Vec2Model
+
+    config = load_config(folder)
     try:
         model, info = Wav2Vec2Model.from_pretrained(str(folder), config=config, local_files_only=True,
                                                      output_loading_info=True)
@@ -171,3 +164,28 @@ def load_wav2vec2(folder: Path) -> nn.Module:
         raise SSLFolderError(f"--ssl_path {folder}: {len(missing) + len(mismatched)} front-end weights missing "
                              f"or of the wrong shape (e.g. {example})")
     return model.float()
+
+
+def load_config(folder: Path) -> object:
+    """The folder's ``Wav2Vec2Config`` as this front-end runs it: LayerDrop and time masking off."""
+    try:
+        from transformers import Wav2Vec2Config
+    except ImportError as exc:  # pragma: no cover - declared in requirements.txt
+        raise SSLFolderError(f"--ssl_path needs the transformers package ({exc})") from None
+    try:
+        config = Wav2Vec2Config.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise SSLFolderError(f"--ssl_path {folder}: config.json is not a wav2vec2 config ({exc})") from None
+    config.layerdrop = 0.0
+    config.apply_spec_augment = False
+    return config
+
+
+def weightless_wav2vec2(path: str | Path) -> nn.Module:
+    """The folder's ``Wav2Vec2Model`` on the meta device: its parameter shapes from config.json
+    alone, nothing read or allocated (what the disk estimate of ``--ssl_path`` runs counts)."""
+    from transformers import Wav2Vec2Model
+
+    config = load_config(check_ssl_folder(path))
+    with torch.device("meta"):
+        return Wav2Vec2Model(config)
