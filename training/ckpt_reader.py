@@ -1665,6 +1665,7 @@ def checkpoint_meta(obj: Any, with_history: bool = True) -> dict[str, Any]:
         return meta
 
     meta["num_params"] = _state_numel(state)
+    meta["frontend_sha256"] = _frontend_digest(state)
     meta["has_optimizer"] = obj.get("optimizer_state_dict") is not None
     meta["step_in_epoch"] = max(_as_int(obj.get("step_in_epoch")) or 0, 0)
     meta["best_epoch"] = _as_int(obj.get("best_epoch"))
@@ -1683,6 +1684,23 @@ def checkpoint_meta(obj: Any, with_history: bool = True) -> dict[str, Any]:
     if isinstance(lineage, dict):
         meta["lineage"] = _jsonable(lineage, budget)
     return meta
+
+
+# The buffer in which a frozen --ssl_path front-end records its folder's content hash
+# (training.models.ssl_frontend): its weights are stored once, in that folder, not per checkpoint.
+FRONTEND_HASH_KEY = "frontend.weights_sha256"
+
+
+def _frontend_digest(state: dict) -> str | None:
+    """The frozen front-end's hash, hex, from a live state dict (the trainer's save, so every
+    sidecar has it); the reader's stubs carry no tensor bytes: None there."""
+    value = state.get(FRONTEND_HASH_KEY)
+    if value is None or type(value) is TensorStub or not _is_tensor(value):
+        return None
+    try:
+        return bytes(int(v) for v in value.tolist()).hex()
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _state_numel(state: dict) -> int | None:
@@ -1724,6 +1742,7 @@ class CheckpointInfo:
     complete: bool = False  # a matching sidecar vouches for the file
     sha256: str | None = None
     num_params: int | None = None
+    frontend_sha256: str | None = None  # a frozen front-end's content hash (sidecars only)
     # Globals outside torch's default weights_only allowlist that the pickle uses (numpy scalars,
     # argparse.Namespace ...): torch.load(weights_only=True) needs safe_globals_for(these).
     extra_globals: list[str] = field(default_factory=list)
@@ -1771,6 +1790,7 @@ def _info_from_meta(path: Path, st: os.stat_result, meta: dict, with_history: bo
         size_bytes=st.st_size,
         mtime=st.st_mtime,
         num_params=opt("num_params", int),
+        frontend_sha256=opt("frontend_sha256", str),
         **extra,
     )
 
@@ -2098,7 +2118,18 @@ def _entry_lines(info: CheckpointInfo) -> list[str]:
     for key, label in (("val_eer", "Val EER"), ("val_acc", "Val Acc"), ("best_val_eer", "Best EER")):
         if key in info.metrics:
             lines.append(f"   {label}: {_pct(info.metrics[key])}")
+    lines += _frontend_lines(info)
     return lines
+
+
+def _frontend_lines(info: CheckpointInfo) -> list[str]:
+    """A frozen --ssl_path front-end is not in the file: say where its weights are."""
+    args = info.args or {}
+    if not (args.get("freeze_ssl") is True and args.get("ssl_path")):
+        return []
+    digest = (f"sha256 {info.frontend_sha256[:16]}..." if info.frontend_sha256
+              else "its content hash is recorded in the checkpoint")
+    return [f"   Front-end: frozen, stored once in {args['ssl_path']} ({digest}), not in this file"]
 
 
 def format_checkpoint_listing(exp_dir: Path | str, infos: list[CheckpointInfo]) -> str:

@@ -274,6 +274,7 @@ class LaunchPlan:
     diff: list[tuple[str, Any, Any]] = field(default_factory=list)  # (key, checkpoint, launch)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    disk: str | None = None               # the disk the run's checkpoints need (training.checkpoint.disk)
 
     @property
     def ok(self) -> bool:
@@ -349,7 +350,45 @@ def plan_launch(models_root: Path | str, mode: str, raw_values: Mapping[str, Any
                      if old is not NOT_STORED or new != DEFAULTS.get(k)]
     if checkpoints is not None:
         warnings.extend(target_folder_notes(mode, plan.experiment, checkpoints))
+    if not errors:
+        _check_disk(plan, models_root, _start_epoch(mode, checkpoint, plan.experiment, checkpoints))
     return plan
+
+
+# A run that would fill more than this share of the free space gets a warning: others write there too.
+DISK_WARNING_SHARE = 0.5
+
+
+def _start_epoch(mode: str, checkpoint: CheckpointChoice | None, experiment: str,
+                 checkpoints: pd.DataFrame | None) -> int:
+    """Completed epochs the run starts from (0 when unknown: the larger estimate)."""
+    if mode == "resume" and checkpoint is not None:
+        return int(checkpoint.epoch or 0)
+    if mode == "auto_resume" and checkpoints is not None:
+        row = newest_resumable(checkpoints, experiment)
+        return int(row["epoch"]) if row is not None else 0
+    return 0
+
+
+def _check_disk(plan: LaunchPlan, models_root: Path | str, start_epoch: int) -> None:
+    """The CLI's disk rule (training.checkpoint.disk): ``plan.disk`` states the need, an error when
+    it cannot fit, a warning when it takes more than half the free space."""
+    from training.checkpoint.disk import plan_disk
+
+    try:
+        disk = plan_disk({**plan.effective, "models_root": str(models_root)}, start_epoch)
+    except Exception as exc:  # noqa: BLE001 - a model the args cannot build: the CLI says the same
+        plan.errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        plan.command = None
+        return
+    if not disk.checkpoints:
+        return
+    plan.disk = disk.statement()
+    if not disk.fits:
+        plan.errors.append(disk.refusal())
+        plan.command = None
+    elif disk.needed_bytes > DISK_WARNING_SHARE * disk.free_bytes:
+        plan.warnings.append(disk.statement())
 
 
 def _check_resume(checkpoint: CheckpointChoice, effective: Mapping[str, Any], errors: list[str],
