@@ -142,7 +142,8 @@ def root(tmp_path: Path):
 
 def test_every_training_option_is_a_field_except_what_the_mode_and_checkpoint_set(root: Path) -> None:
     assert {o.name for o in OPTIONS} - {o.name for o in launch_form.FIELDS} == {
-        "models_root", "model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints"}
+        "models_root", "model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints",
+        "eval", "eval_output", "eval_subset", "eval_scores"}
     at = open_launch(root)
     for opt in launch_form.FIELDS:
         widget = field(at, opt.name)

@@ -8,6 +8,8 @@ handed to the trainer as a ``StartPlan`` (fresh | resume | pretrained):
     --auto_resume                         newest good checkpoint in the folder, else fresh
     --model_path P [--fresh_start]        weights of P, fresh optimizer, epoch 1
     --list_checkpoints                    print the folder's checkpoints and exit
+    --eval --model_path P --track T ...   score an evaluation set, write scores + metrics, exit
+    --eval_scores FILE --track T ...      the official metrics of an existing score file, exit
 
 Exit codes: 0 done (also "nothing left to train"), 1 error while training, 2 usage error or
 unusable --model_path, 3 experiment folder busy, 130/143 stopped by SIGINT/SIGTERM after saving.
@@ -266,8 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         explicit.discard("verify")
         if verify and not args["list_checkpoints"]:
             raise UsageError("--verify goes with --list_checkpoints (every load for training is verified anyway)")
+        from training.evaluation.runner import check_evaluation_options  # numpy; only here
+        check_evaluation_options(args, explicit)
         check_combinations(args)
         validate_options(args)  # the rule jobs.launch and the Launch form apply too
+        if args["eval"] or args["eval_scores"]:
+            from training.evaluation.runner import run as run_evaluation
+            return run_evaluation(args, explicit)
         if args["list_checkpoints"]:
             return list_checkpoints(args, explicit, verify)
         if args["device"] == "cuda":
