@@ -145,7 +145,7 @@ def _metrics_of_existing_file(args: dict[str, Any]) -> int:
     key, subset = load_key(args)
     asv = load_asv(args, key)
     scores = read_score_file(score_path, key)
-    return _measure(args["track"], subset, key, score_path, scores, asv, None, EXIT_USAGE)
+    return _measure(args, subset, key, score_path, scores, asv, None, EXIT_USAGE)
 
 
 def _score_and_measure(args: dict[str, Any], explicit: set[str]) -> int:
@@ -171,11 +171,13 @@ def _score_and_measure(args: dict[str, Any], explicit: set[str]) -> int:
     checkpoint = {"path": str(model_path.absolute()), "sha256": scorer.sha256, "epoch": scorer.epoch,
                   "model_type": scorer.args.get("model_type"),
                   "head_version": scorer.args.get("head_version") if scorer.args.get("model_type") == "g3_heatmap" else None}
-    return _measure(args["track"], subset, key, score_path, scores, asv, checkpoint, EXIT_ERROR)
+    return _measure(args, subset, key, score_path, scores, asv, checkpoint, EXIT_ERROR)
 
 
-def _measure(track: str, subset: str, key: TrialKey, score_path: Path, scores: np.ndarray,
+def _measure(args: dict[str, Any], subset: str, key: TrialKey, score_path: Path, scores: np.ndarray,
              asv: AsvTrials | None, checkpoint: dict[str, Any] | None, nan_exit: int) -> int:
+    """Metrics of ``scores`` over ``subset``; the file is named by the subset asked for (the
+    default's ``.metrics.json`` also for a key without subsets, where it covers every trial)."""
     from training.evaluation.official import breakdown_table
     from training.evaluation.report import format_report, metrics_document, metrics_path, write_metrics
 
@@ -185,9 +187,9 @@ def _measure(track: str, subset: str, key: TrialKey, score_path: Path, scores: n
               f"{key.trial(int(bad[0]))}); no metrics written", file=sys.stderr)
         return nan_exit
     table = breakdown_table(scores, key, subset, asv)
-    doc = metrics_document(track=track, subset=subset, key=key, score_path=score_path, table=table, asv=asv,
+    doc = metrics_document(track=args["track"], subset=subset, key=key, score_path=score_path, table=table, asv=asv,
                            checkpoint=checkpoint)
-    out = metrics_path(score_path, subset)
+    out = metrics_path(score_path, args.get("eval_subset") or "eval")
     write_metrics(out, doc)
     print(format_report(doc))
     print(f"Scores: {score_path}\nMetrics: {out}")
