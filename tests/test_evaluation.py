@@ -62,7 +62,7 @@ def _eval(args: list[str], tmp_path: Path):
 
 
 def _one_line_error(r) -> str:
-    err = [ln for ln in r.err.splitlines() if ln.strip()]
+    err = [ln for ln in r.err.splitlines() if ln.strip() and not ln.startswith("Scoring:")]  # the bar
     assert len(err) == 1 and err[0].startswith("error: "), r.text
     assert "Traceback" not in r.text
     return err[0]
@@ -438,3 +438,57 @@ def test_cli_end_to_end_on_the_synthetic_df_split(trained, tmp_path):
                       str(tmp_path / "df")], tmp_path)
     assert again.code == 0
     assert json.loads(score_file.with_name(score_file.name + ".metrics.json").read_text())["eer"] == doc["eer"]
+
+
+# --- failures while scoring --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_unreadable_audio_file_is_one_line_naming_it(trained, tmp_path, workers):
+    root = tmp_path / "la"
+    write_synthetic_eval_set(root, "LA", 10, clip_samples=4000, asv=False)
+    broken = root / "ASVspoof2021_LA_eval" / "flac" / "LA_E_0000004.flac"
+    broken.write_bytes(b"not a flac file at all")
+    out = tmp_path / "s.txt"
+    r = _eval(["--eval", "--model_path", str(trained), "--track", "LA", "--database_path", str(root),
+               "--protocols_path", str(root), "--eval_output", str(out), "--num_workers", workers], tmp_path)
+    assert r.code == 1
+    line = _one_line_error(r)
+    assert line.endswith(f"{broken}: cannot read audio (Format not recognised.)")
+    assert not out.exists()
+
+
+def test_scores_that_are_not_numbers_are_written_but_give_no_metrics(trained, la_set, tmp_path):
+    from training.store import load_checkpoint
+
+    ckpt = load_checkpoint(trained)
+    ckpt["model_state_dict"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                                for k, v in ckpt["model_state_dict"].items()}
+    nan_file = tmp_path / "nan.pth"
+    torch.save(ckpt, nan_file)
+    out = tmp_path / "s.txt"
+    r = _eval(["--eval", "--model_path", str(nan_file), "--track", "LA", "--database_path", str(la_set),
+               "--protocols_path", str(la_set), "--eval_output", str(out)], tmp_path)
+    assert r.code == 1 and "not numbers (NaN" in _one_line_error(r)
+    assert out.is_file() and not (tmp_path / "s.txt.metrics.json").exists()
+
+
+@pytest.mark.parametrize("what", ["missing", "folder", "not a checkpoint"])
+def test_an_unusable_model_path_is_one_line(la_set, tmp_path, what):
+    path = tmp_path / "m.pth"
+    if what == "folder":
+        path.mkdir()
+    elif what == "not a checkpoint":
+        path.write_bytes(b"hello")
+    r = _eval(["--eval", "--model_path", str(path), "--track", "LA", "--database_path", str(la_set),
+               "--protocols_path", str(la_set)], tmp_path)
+    assert r.code == 2 and str(path) in _one_line_error(r)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_eval_output_may_not_overwrite_an_input(trained, la_set, tmp_path):
+    key = la_set / "keys" / "LA" / "CM" / "trial_metadata.txt"
+    before = key.read_bytes()
+    r = _eval(["--eval", "--model_path", str(trained), "--track", "LA", "--database_path", str(la_set),
+               "--protocols_path", str(la_set), "--eval_output", str(key)], tmp_path)
+    assert r.code == 2 and "is an input of this evaluation" in _one_line_error(r)
+    assert key.read_bytes() == before

@@ -109,13 +109,20 @@ class EvalAudio:
         try:
             audio, rate = sf.read(path, dtype="float32", always_2d=True)
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
-            return None, i, f"{path}: cannot read audio ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            return None, i, f"{path}: cannot read audio ({_reason(exc, path)})"
         if rate != self.sample_rate:
             return None, i, f"{path}: sample rate {rate} Hz, expected {self.sample_rate} Hz (resample the set first)"
         if audio.shape[0] == 0:
             return None, i, f"{path}: audio file has no samples"
         mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
         return torch.from_numpy(np.ascontiguousarray(pad(mono, self.clip_samples))), i, None
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """soundfile's message without the path it repeats ("Error opening '<path>': Format not recognised.")."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    prefix = f"Error opening {str(path)!r}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def collate_clips(batch: list[tuple[Any, int, str | None]]):
