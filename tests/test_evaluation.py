@@ -49,6 +49,14 @@ def la_set(tmp_path_factory) -> Path:
     return root
 
 
+def test_training_checkpoints_do_not_record_the_evaluation_options(trained):
+    from training.config import EVALUATION_OPTIONS
+    from training.store import load_checkpoint
+
+    stored = load_checkpoint(trained)["args"]
+    assert "seed" in stored and not EVALUATION_OPTIONS & set(stored)
+
+
 def _checkpoint_copy(trained: Path, tmp_path: Path) -> Path:
     folder = tmp_path / "exp"
     folder.mkdir()

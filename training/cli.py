@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, UsageError, validate_options
+from training.config import ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, OPTIONS, UsageError, validate_options
 from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
 
 EXIT_ERROR = 1
@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         effective, plan = plan_run(args, explicit)
         # A checkpoint's stored values name the folder now: the same rule applies to them.
         validate_options({k: effective.get(k) for k in NAMING_KEYS})
-        return _train(effective, plan)
+        # What to evaluate is no part of a training run: checkpoints do not record it.
+        return _train({k: v for k, v in effective.items() if k not in EVALUATION_OPTIONS}, plan)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
