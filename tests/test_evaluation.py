@@ -400,10 +400,14 @@ def test_option_combinations_are_one_line(tmp_path, args, expected):
     ("s T1 none tx A07 spoof notrim eval\ns T1 none tx A07 spoof notrim eval\n", "LA", "'T1' is listed more than once"),
     ("file,speaker,label\n0.wav,a,real\n", "In-the-Wild", "expected 'bona-fide' or 'spoof'"),
     ("", "LA", "is empty"),
+    (None, "LA", "no key there (looked for trial_metadata.txt"),
 ])
 def test_unusable_keys_are_one_line(tmp_path, content, track, expected):
     key = tmp_path / "key.txt"
-    key.write_text(content)
+    if content is None:
+        key.mkdir()
+    else:
+        key.write_text(content)
     scores = tmp_path / "s.txt"
     scores.write_text("T1 0.5\n")
     r = _eval(["--eval_scores", str(scores), "--track", track, "--protocols_path", str(key)], tmp_path)
@@ -500,3 +504,13 @@ def test_eval_output_may_not_overwrite_an_input(trained, la_set, tmp_path):
                "--protocols_path", str(la_set), "--eval_output", str(key)], tmp_path)
     assert r.code == 2 and "is an input of this evaluation" in _one_line_error(r)
     assert key.read_bytes() == before
+
+
+def test_a_meta_csv_with_a_byte_order_mark_reads(tmp_path):
+    meta = tmp_path / "meta.csv"
+    meta.write_text("\ufefffile,speaker,label\r\n0.wav,A,bona-fide\r\n1.wav,B,spoof\r\n2.wav,B,spoof\r\n")
+    scores = tmp_path / "s.txt"
+    scores.write_text("0 -0.1\n1 -2\n2 -0.05\n")
+    r = _eval(["--eval_scores", str(scores), "--track", "In-the-Wild", "--protocols_path", str(meta)], tmp_path)
+    assert r.code == 0, r.text
+    assert json.loads((tmp_path / "s.txt.metrics.json").read_text())["eer"] == 100 * reference_eer([-0.1], [-2, -0.05])[0]

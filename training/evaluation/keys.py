@@ -161,9 +161,9 @@ def _open_text(path: Path, what: str):
     if not path.exists():
         raise EvalInputError(f"{path}: {what} not found")
     if not path.is_file():
-        raise EvalInputError(f"{path}: expected a {what} file, found a folder")
-    try:
-        return open(path, encoding="utf-8", newline="")
+        raise EvalInputError(f"{path}: expected the {what}, found a folder")
+    try:  # utf-8-sig: a byte-order mark (spreadsheet exports of meta.csv) is not part of the header
+        return open(path, encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise EvalInputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
