@@ -86,7 +86,7 @@ def table_factors(key: TrialKey) -> tuple[Factor, Factor]:
     return ONLY_POOLED, ONLY_POOLED
 
 
-def _condition(columns, factor: Factor, value: str, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _condition(columns, factor: Factor, value: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(mask applied to bona fide trials, mask applied to spoofed ones); None = no restriction."""
     if value == POOLED or factor.column is None:
         return None, None
@@ -134,9 +134,9 @@ def breakdown_table(scores: np.ndarray, key: TrialKey, subset: str, asv: AsvTria
     n_bona, n_spoof = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
     asv_subset = asv.subset_mask(subset) if asv is not None else None
     for i, row_value in enumerate(rows.values):
-        row_bona, row_spoof = _condition(key.columns, rows, row_value, len(key))
+        row_bona, row_spoof = _condition(key.columns, rows, row_value)
         for j, col_value in enumerate(cols.values):
-            col_bona, col_spoof = _condition(key.columns, cols, col_value, len(key))
+            col_bona, col_spoof = _condition(key.columns, cols, col_value)
             bona = scores[_and(bona_base, row_bona, col_bona)]
             spoof = scores[_and(spoof_base, row_spoof, col_spoof)]
             n_bona[i, j], n_spoof[i, j] = bona.size, spoof.size
@@ -179,8 +179,8 @@ def cell_c012(asv: AsvTrials, in_subset: np.ndarray, rows: Factor, row_value: st
               col_value: str) -> tuple[float, float, float]:
     """C0, C1, C2 of one cell from the ASV trials of the same subset and conditions (the target
     and nontarget trials follow only conditions both classes have); NaN when a class is empty."""
-    row_bona, row_spoof = _condition(asv.columns, rows, row_value, asv.labels.size)
-    col_bona, col_spoof = _condition(asv.columns, cols, col_value, asv.labels.size)
+    row_bona, row_spoof = _condition(asv.columns, rows, row_value)
+    col_bona, col_spoof = _condition(asv.columns, cols, col_value)
     target = asv.scores[_and(in_subset & (asv.labels == 0), row_bona, col_bona)]
     nontarget = asv.scores[_and(in_subset & (asv.labels == 1), row_bona, col_bona)]
     spoof = asv.scores[_and(in_subset & (asv.labels == 2), row_spoof, col_spoof)]

@@ -120,16 +120,13 @@ def _device(args: dict[str, Any]):
 def run(args: dict[str, Any], explicit: set[str]) -> int:
     """``--eval`` or ``--eval_scores``; returns the exit code (messages are one line on stderr)."""
     from training.evaluation.scoring import AudioReadError
-    from training.store import CheckpointError, WriteError
+    from training.store import CheckpointError
 
     try:
         if args.get("eval_scores"):
             return _metrics_of_existing_file(args)
         return _score_and_measure(args, explicit)
-    except (EvalInputError, UsageError, CheckpointError) as exc:
-        if isinstance(exc, WriteError):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+    except (EvalInputError, UsageError, CheckpointError) as exc:  # a damaged or unfitting checkpoint too
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AudioReadError as exc:
