@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from training.dashboard import catalog
-from training.jobs import registry as jobs
+from training import jobs
 from training.dashboard import launch_form  # noqa: E402
 from training.proc import is_alive  # noqa: E402
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.common import ensure_navigation, models_root, refusal, signed_in
-from training.jobs import registry as jobs
+from training import jobs
 from training.dashboard.job_status import format_duration, job_label, job_progress, jobs_frame
 
 # --- constants ----------------------------------------------------------------------------------

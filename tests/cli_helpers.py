@@ -114,7 +114,7 @@ def same_weights(a: dict, b: dict) -> bool:
 def kill_job_leftovers(models_root: Path) -> None:
     """Whatever a test left running in that root's job registry is killed (by pid + start time,
     never by name), supervisors included."""
-    from training.jobs import registry as jobs
+    from training import jobs
     from training.proc import is_alive
 
     if not jobs.db_path(models_root).exists():

@@ -12,7 +12,7 @@ import pytest
 
 from cli_helpers import kill_job_leftovers
 from dashboard_server import chromium_page, require_browser, screenshot, serve_dashboard
-from training.jobs import registry as jobs
+from training import jobs
 from training.naming import experiment_name
 
 pytestmark = pytest.mark.browser

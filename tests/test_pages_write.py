@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from cli_helpers import REPO, kill_job_leftovers
 from training.dashboard import access as dashboard_access
-from training.jobs import registry as jobs
+from training import jobs
 from training.dashboard import launch_form
 from training.config import OPTIONS
 from training.naming import experiment_name

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from training.dashboard import catalog
-from training.jobs import registry as jobs
+from training import jobs
 from training.cli import (
     ARCHITECTURE_KEYS,
     NOT_STORED,

@@ -59,7 +59,7 @@ from training.naming import experiment_dir, experiment_name
 from training.proc import current_identity, is_alive, process_start_time
 
 # The folder that holds ``training/``: the trainer's cwd, so ``-m training`` imports this tree.
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 JOBS_DIRNAME = ".jobs"
 DB_NAME = "jobs.sqlite"
