@@ -18,7 +18,8 @@ import torch
 from scipy import signal as dsp
 from torch.utils.data import DataLoader
 
-from cli_helpers import REPO, TINY, child_env, load, run_main, same_weights
+from cli_helpers import REPO, child_env, load, run_main, same_weights
+from cli_helpers import TINY_ANY_ALGO as TINY  # --algo left to each test
 from kill_harness import run_kill_experiment
 from training import cli
 from training.dashboard import launch_form
