@@ -96,7 +96,7 @@ def check_combinations(args: dict[str, Any]) -> None:
 def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), verify: bool = False) -> int:
     """Print the folder's checkpoints from their metadata. Files found damaged by an earlier
     verification show as damaged; ``verify`` hashes every file first (and marks or clears)."""
-    from training.ckpt_reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
+    from training.checkpoint.reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
 
     folder = experiment_dir(args)
     if not folder.is_dir():
@@ -138,7 +138,7 @@ def folders_matching(args: dict[str, Any], explicit: set[str]) -> list[Path]:
 def _verify_files(files: list[Path]) -> list[Path]:
     """Hash each file against its sidecar (else its zip CRCs); mark the damaged ones, clear the
     marks of files that verify again. Returns the damaged files."""
-    from training.ckpt_reader import clear_damage_mark, mark_damaged, verify_checkpoint_file
+    from training.checkpoint.reader import clear_damage_mark, mark_damaged, verify_checkpoint_file
 
     damaged = []
     for path in files:
@@ -220,7 +220,7 @@ def _merge_and_warn(stored: dict[str, Any], args: dict[str, Any], explicit: set[
 
 def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:
     """Returns (effective args, StartPlan). Raises UsageError for an unusable --model_path."""
-    from training.store import CheckpointError, find_latest_good_checkpoint, read_verified_checkpoint
+    from training.checkpoint.store import CheckpointError, find_latest_good_checkpoint, read_verified_checkpoint
     from training.trainer import StartPlan
 
     if args["model_path"]:
@@ -295,9 +295,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: dict[str, Any], plan: Any) -> int:
-    from training.data import DataError
+    from training.data.datasets import DataError
     from training.lock import ExperimentBusy
-    from training.store import WRITE_ERRNOS, CheckpointError, WriteError
+    from training.checkpoint.store import WRITE_ERRNOS, CheckpointError, WriteError
     from training.trainer import Trainer
 
     # Each failure prints one line; the type decides the exit code (WriteError before its base

@@ -1,8 +1,8 @@
 """Every training argument in one table, and the one rule that says which values are usable.
 
 The table is shared by the CLI parser and the dashboard's Launch form; :func:`validate_options`
-is called by all three entry points (``training.cli``, ``training.jobs`` and
-``training.launch_form``) before anything is created, so a value is refused with the same one-line
+is called by all three entry points (``training.cli``, ``training.jobs.registry`` and
+``training.dashboard.launch_form``) before anything is created, so a value is refused with the same one-line
 message wherever it was typed.
 
 Keep this module free of heavy imports: the CLI imports it before deciding whether torch is needed.
@@ -209,7 +209,7 @@ def _check_numbers(values: Mapping[str, Any]) -> None:
 
 def _check_augmentation(values: Mapping[str, Any]) -> None:
     """RawBoost's own rules (ranges such as minF <= maxF); imported late: it brings numpy."""
-    from training.rawboost import check_options
+    from training.data.rawboost import check_options
 
     try:
         check_options(values)

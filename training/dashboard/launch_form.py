@@ -25,7 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-from training import catalog, jobs
+from training.dashboard import catalog
+from training import jobs
 from training.cli import (
     ARCHITECTURE_KEYS,
     NOT_STORED,
@@ -37,7 +38,7 @@ from training.cli import (
 )
 from training.config import ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, OPTIONS, Option, validate_options
 from training.naming import experiment_name, parse_experiment_name
-from training.views import RESUMABLE_KINDS, WEIGHT_KINDS
+from training.dashboard.views import RESUMABLE_KINDS, WEIGHT_KINDS
 
 MODE_LABELS: dict[str, str] = {
     "fresh": "Fresh start",
