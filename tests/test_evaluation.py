@@ -51,7 +51,7 @@ def la_set(tmp_path_factory) -> Path:
 
 def test_training_checkpoints_do_not_record_the_evaluation_options(trained):
     from training.config import EVALUATION_OPTIONS
-    from training.store import load_checkpoint
+    from training.checkpoint.store import load_checkpoint
 
     stored = load_checkpoint(trained)["args"]
     assert "seed" in stored and not EVALUATION_OPTIONS & set(stored)
@@ -231,7 +231,7 @@ def test_min_tdcf_from_the_official_asv_files_next_to_the_key(tmp_path):
 
 def test_eval_scores_are_the_models_bona_fide_log_probabilities(trained, la_set, tmp_path):
     from training.models import build_model
-    from training.store import load_checkpoint
+    from training.checkpoint.store import load_checkpoint
 
     out = tmp_path / "out" / "scores.txt"
     r = _eval(["--eval", "--model_path", str(trained), "--track", "LA", "--database_path", str(la_set),
@@ -470,7 +470,7 @@ def test_an_unreadable_audio_file_is_one_line_naming_it(trained, tmp_path, worke
 
 
 def test_scores_that_are_not_numbers_are_written_but_give_no_metrics(trained, la_set, tmp_path):
-    from training.store import load_checkpoint
+    from training.checkpoint.store import load_checkpoint
 
     ckpt = load_checkpoint(trained)
     ckpt["model_state_dict"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v

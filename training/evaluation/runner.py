@@ -120,7 +120,7 @@ def _device(args: dict[str, Any]):
 def run(args: dict[str, Any], explicit: set[str]) -> int:
     """``--eval`` or ``--eval_scores``; returns the exit code (messages are one line on stderr)."""
     from training.evaluation.scoring import AudioReadError
-    from training.store import CheckpointError
+    from training.checkpoint.store import CheckpointError
 
     try:
         if args.get("eval_scores"):

@@ -103,7 +103,7 @@ class EvalAudio:
         import soundfile as sf
         import torch
 
-        from training.data import pad
+        from training.data.datasets import pad
 
         path = self.path(i)
         try:
@@ -151,7 +151,7 @@ class ScoringModel:
 def file_sha256(path: Path) -> str:
     """The checkpoint's sha256: its sidecar's when the sidecar vouches for the file (it was
     verified by the load), else hashed here."""
-    from training.ckpt_reader import read_checkpoint_info
+    from training.checkpoint.reader import read_checkpoint_info
 
     info = read_checkpoint_info(path)
     if info.source == "sidecar" and info.sha256:
@@ -170,7 +170,7 @@ def load_scoring_model(path: Path, cli_args: dict[str, Any], explicit: set[str],
     import argparse
 
     from training.models import build_model, check_model_args, with_head_version
-    from training.store import CheckpointError, read_verified_checkpoint
+    from training.checkpoint.store import CheckpointError, read_verified_checkpoint
 
     loaded = read_verified_checkpoint(path)
     stored = loaded.full.get("args") if loaded.full else None
@@ -204,7 +204,7 @@ def load_scoring_model(path: Path, cli_args: dict[str, Any], explicit: set[str],
 def eval_clip_samples(model_args: dict[str, Any], cli_args: dict[str, Any], explicit: set[str]) -> int:
     """Clip length the audio is cut or tiled to: ``--clip_samples`` when typed; the model's own
     training length for a model trained on the synthetic set; else 64,600 (the 2021 baselines')."""
-    from training.data import DEFAULT_CLIP_SAMPLES
+    from training.data.datasets import DEFAULT_CLIP_SAMPLES
 
     if "clip_samples" in explicit:
         return int(cli_args["clip_samples"])
