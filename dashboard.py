@@ -10,7 +10,7 @@ the sidebar can change it for this browser session. Selected experiments and pag
 This one file is both the app and its server. Streamlit runs it as the script (``__name__`` is
 ``"__main__"``: every rerun, and AppTest). ``streamlit run`` finds the ``app = st.App(...)`` below
 and serves it with uvicorn, importing this file as the module ``dashboard``: that adds
-training.dashboard_access's middleware (own-origin WebSockets only, ``?token=`` sign-in) and prints
+training.dashboard.access's middleware (own-origin WebSockets only, ``?token=`` sign-in) and prints
 the sign-in URL with the start-up token. Launch, Stop and Delete need that token.
 """
 
@@ -21,12 +21,12 @@ import sys
 
 import streamlit as st
 
-from training import dashboard_access
+from training.dashboard import access as dashboard_access
 
 
 def render() -> None:
     from pages.common import sidebar_access_notice, sidebar_models_root
-    from training import ckpt_pool
+    from training.checkpoint import pool as ckpt_pool
 
     st.set_page_config(page_title="ASVspoof training", page_icon="🎙️", layout="wide")
     # The catalog reads checkpoints in reader processes; booting them (~0.2 s) now overlaps with the

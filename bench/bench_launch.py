@@ -30,7 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training import catalog, jobs, launch_form  # noqa: E402
+from training.dashboard import catalog
+from training import jobs
+from training.dashboard import launch_form  # noqa: E402
 from training.proc import is_alive  # noqa: E402
 
 POLL_S = 0.001

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from training.store import CheckpointWriter, atomic_save, save_checkpoint, state_nbytes  # noqa: E402
+from training.checkpoint.store import CheckpointWriter, atomic_save, save_checkpoint, state_nbytes  # noqa: E402
 
 WIDTH = 1024  # square Linear layers: 1M weights (4 MB) each
 

@@ -8,7 +8,7 @@ args + history, as ``Trainer._checkpoint`` builds them) spread over E experiment
      N would take minutes, so a random sample (default 50) is timed and the mean is extrapolated
      to N (the output says so).
   2. a first scan_checkpoints() with a cold cache (no sidecars: the pickle path) -- ratio (1)/(2),
-     goal >= 100x. The scan reads through training.ckpt_pool's reader processes: the very first
+     goal >= 100x. The scan reads through training.checkpoint.pool's reader processes: the very first
      scan in a process also starts them (shown on its own line); the dashboard starts them when
      it starts, so its first scan finds them booted and idle, which is how each timed scan
      below finds them (restarted, then waited for). Each timed scan sits between two
@@ -49,12 +49,13 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from training import catalog, ckpt_pool  # noqa: E402
-from training.ckpt_reader import checkpoint_meta, file_sha256, write_sidecar  # noqa: E402
+from training.dashboard import catalog
+from training.checkpoint import pool as ckpt_pool  # noqa: E402
+from training.checkpoint.reader import checkpoint_meta, file_sha256, write_sidecar  # noqa: E402
 from training.config import DEFAULTS  # noqa: E402
 from training.models import build_model  # noqa: E402
 from training.naming import epoch_checkpoint_name, experiment_name  # noqa: E402
-from training.store import load_checkpoint  # noqa: E402
+from training.checkpoint.store import load_checkpoint  # noqa: E402
 from training.trainer import LOG_COLUMNS, LOG_NAME, capture_rng_state  # noqa: E402
 
 

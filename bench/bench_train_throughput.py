@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from training.config import DEFAULTS  # noqa: E402
-from training.data import build_datasets  # noqa: E402
+from training.data.datasets import build_datasets  # noqa: E402
 from training.losses import build_criterion  # noqa: E402
 from training.metrics import compute_eer  # noqa: E402
 from training.models import build_model  # noqa: E402

@@ -17,8 +17,8 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import ensure_navigation, models_root, refusal, selected_experiments, signed_in
-from training import catalog
-from training.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
+from training.dashboard import catalog
+from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
                             checkpoint_table, deletable_files, diff_targets)
 
 PERCENT = "%.2f%%"

@@ -4,7 +4,7 @@ whether this browser may act (launch, stop, delete).
 Both live where a shared URL can carry them: the selection in ``st.query_params["exp"]`` (one
 value per experiment), the models root in session state (seeded from the command line or the
 environment; it is a server path, so it is not put in the URL). Acting needs the dashboard's
-start-up token (training.dashboard_access): the sign-in cookie this session's WebSocket came with,
+start-up token (training.dashboard.access): the sign-in cookie this session's WebSocket came with,
 or the token put in ``st.session_state["dashboard_token"]`` (how AppTest tests sign in; a browser
 cannot set that key, and either way the secret itself must be known).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from training import dashboard_access
-from training.ui import resolve_models_root
+from training.dashboard import access as dashboard_access
+from training.dashboard.settings import resolve_models_root
 
 MODELS_ROOT_KEY = "models_root"
 SELECTION_PARAM = "exp"

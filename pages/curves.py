@@ -4,7 +4,7 @@ selected experiments, overlaid (one colour per experiment, the same in every cha
 The best epoch of each run is starred; EER charts can use a log axis; optional smoothing (EMA
 with TensorBoard's debiasing) is drawn over the faded raw curve. A run resumed into another
 folder continues its parent's line. Selection (``?exp=``), smoothing (``?smooth=``) and log scale
-(``?log=``) live in the URL. The figures are built by :mod:`training.plots`.
+(``?log=``) live in the URL. The figures are built by :mod:`training.dashboard.plots`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import ensure_navigation, models_root, selected_experiments, set_selected_experiments
-from training import catalog
-from training.plots import MAX_SMOOTHING, curve_figures
+from training.dashboard import catalog
+from training.dashboard.plots import MAX_SMOOTHING, curve_figures
 
 PICKER_KEY = "curves_picker"  # not bound to the URL: the selection is ``?exp=`` (pages/common.py)
 PICKER_WROTE_KEY = "_curves_picker_wrote"  # the selection as the picker last left it

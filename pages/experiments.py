@@ -18,9 +18,9 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import ensure_navigation, models_root, selected_experiments, set_selected_experiments
-from training import catalog
-from training.launch_form import auto_resume_refusal
-from training.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, distinct_values,
+from training.dashboard import catalog
+from training.dashboard.launch_form import auto_resume_refusal
+from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, distinct_values,
                             filter_experiments, merge_selection, progress_text, selection_rows, weights_checkpoint)
 
 DEMO_COMMAND = ("python main.py --model_type lcnn --num_epochs 3 --train_size 256 --val_size 128 "

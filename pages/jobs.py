@@ -2,7 +2,7 @@
 elapsed time and ETA, latest val EER — and for one job its command, a live log tail, a Stop
 button (with confirmation) and a link to its curves.
 
-Jobs are OS processes recorded in the registry under the models root (training.jobs), so they
+Jobs are OS processes recorded in the registry under the models root (training.jobs.registry), so they
 outlive the dashboard and a restarted dashboard shows them. The table and the selected job
 refresh in fragments (``st.fragment(run_every=...)``), not by reloading the page.
 """
@@ -13,7 +13,7 @@ import streamlit as st
 
 from pages.common import ensure_navigation, models_root, refusal, signed_in
 from training import jobs
-from training.job_status import format_duration, job_label, job_progress, jobs_frame
+from training.dashboard.job_status import format_duration, job_label, job_progress, jobs_frame
 
 # --- constants ----------------------------------------------------------------------------------
 REFRESH_S = 2.0          # how often the table and the selected job re-read the registry and log

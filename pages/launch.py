@@ -1,5 +1,5 @@
 """Launch: one form for the four ways to start training — fresh start, resume from a checkpoint,
-auto-resume, start from pretrained weights — run as a background job (training.jobs).
+auto-resume, start from pretrained weights — run as a background job (training.jobs.registry).
 
 Every training argument is a field (from training.config.OPTIONS, grouped), filled from the chosen
 checkpoint's stored ``args``. Before anything starts the page shows the exact ``python main.py``
@@ -18,10 +18,10 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import ensure_navigation, models_root, refusal, signed_in
-from training import catalog
-from training import launch_form as lf
+from training.dashboard import catalog
+from training.dashboard import launch_form as lf
 from training.config import Option
-from training.jobs import MODES, NEEDS_CHECKPOINT, JobConflict
+from training.jobs.registry import MODES, NEEDS_CHECKPOINT, JobConflict
 
 # --- constants ----------------------------------------------------------------------------------
 MODE_KEY = "launch_mode"

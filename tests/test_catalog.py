@@ -1,4 +1,4 @@
-"""training.catalog on real folders: written by the real trainer (``python main.py``), and in
+"""training.dashboard.catalog on real folders: written by the real trainer (``python main.py``), and in
 the original research script's formats (full, weights-only with ``module.``, epoch_N /
 best_model_eer names, truncated, hostile, empty, non-checkpoint files)."""
 
@@ -18,11 +18,11 @@ import pytest
 
 from tests import ckpt_factories as F
 from tests.cli_helpers import REPO, TINY, child_env, run_main
-from training import catalog
-from training.catalog import CatalogError
-from training.ckpt_reader import checkpoint_meta, file_sha256, list_checkpoint_files, sidecar_path, write_sidecar
+from training.dashboard import catalog
+from training.dashboard.catalog import CatalogError
+from training.checkpoint.reader import checkpoint_meta, file_sha256, list_checkpoint_files, sidecar_path, write_sidecar
 from training.lock import ExperimentLock
-from training.store import load_checkpoint
+from training.checkpoint.store import load_checkpoint
 
 PARENT = "lcnn_DF_CCE_3_8_0.001_group3_contrastiveFalse_a"
 CHILD = "lcnn_DF_CCE_4_8_0.001_group3_contrastiveFalse_ext"
@@ -454,7 +454,7 @@ def test_running_experiment_protects_everything(trained, tmp_path):
 
 
 def test_active_job_protects_its_model_path(trained, tmp_path):
-    from training import jobs
+    from training.jobs import registry as jobs
 
     root = copy_root(trained, tmp_path / "models")
     unprotected = sorted(set(p.name for p in (root / PARENT).glob("*.pth"))
@@ -488,7 +488,7 @@ def test_log_constants_match_trainer():
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, training.catalog; print('torch' in sys.modules)"
+    code = "import sys, training.dashboard.catalog; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr

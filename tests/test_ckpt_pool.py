@@ -1,4 +1,4 @@
-"""The reader processes (training.ckpt_pool) and the C-unpickler path they run: same verdicts as
+"""The reader processes (training.checkpoint.pool) and the C-unpickler path they run: same verdicts as
 the interpreter, on real and crafted files, and a crash, hang or memory bomb costs one process."""
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ckpt_factories as cf  # noqa: E402
 
-from training import catalog, ckpt_pool  # noqa: E402
-from training import ckpt_reader as cr  # noqa: E402
-from training.ckpt_pool import ReadRequest, read_checkpoint_infos  # noqa: E402
-from training.ckpt_reader import read_checkpoint_info  # noqa: E402
+from training.dashboard import catalog
+from training.checkpoint import pool as ckpt_pool  # noqa: E402
+from training.checkpoint import reader as cr  # noqa: E402
+from training.checkpoint.pool import ReadRequest, read_checkpoint_infos  # noqa: E402
+from training.checkpoint.reader import read_checkpoint_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -120,7 +121,7 @@ def test_reader_processes_give_the_interpreters_verdict_on_every_file(pool, tmp_
 
 C_PATH_CHECK = r"""
 import json, sys
-from training import ckpt_reader as cr
+from training.checkpoint import reader as cr
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 paths = sys.argv[1:]
@@ -224,7 +225,7 @@ import json, random, resource, sys
 from pathlib import Path
 sys.path.insert(0, "tests")
 import ckpt_factories as cf
-from training import ckpt_reader as cr
+from training.checkpoint import reader as cr
 tmp = Path(sys.argv[1])
 src = cf.save(cf.full_checkpoint(4, numpy_metrics=False), tmp / "src.pth")
 pkl = cf.data_pkl(src)

@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ckpt_factories as cf  # noqa: E402
 
-from training import ckpt_reader as cr  # noqa: E402
-from training.ckpt_reader import (  # noqa: E402
+from training.checkpoint import reader as cr  # noqa: E402
+from training.checkpoint.reader import (  # noqa: E402
     CheckpointInfo,
     checkpoint_meta,
     format_checkpoint_listing,
@@ -267,7 +267,7 @@ def test_fuzz_mutated_pickles_never_raise(tmp_path):
 BOMBS = r'''
 import resource, sys, time, zipfile
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # 1 GiB: a blow-up fails loudly
-from training.ckpt_reader import read_checkpoint_info
+from training.checkpoint.reader import read_checkpoint_info
 
 def zipped(name, pkl):
     path = f"{sys.argv[1]}/{name}.pth"
@@ -333,7 +333,7 @@ def test_reader_imports_neither_torch_nor_numpy(tmp_path):
     path = cf.save(cf.full_checkpoint(3, args=cf.namespace_args()), tmp_path / "c.pth")
     code = textwrap.dedent(f"""
         import sys
-        from training.ckpt_reader import read_checkpoint_info
+        from training.checkpoint.reader import read_checkpoint_info
         info = read_checkpoint_info({str(path)!r})
         assert info.kind == "full" and info.metrics["val_eer"] == 0.16, info
         bad = [m for m in ("torch", "numpy") if m in sys.modules]

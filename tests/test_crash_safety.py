@@ -47,11 +47,12 @@ from kill_harness import (
     temp_files,
     unreadable_files,
 )
-from training import catalog, views
-from training.ckpt_reader import read_checkpoint_info, read_sidecar, sidecar_path
+from training.dashboard import catalog
+from training.dashboard import views
+from training.checkpoint.reader import read_checkpoint_info, read_sidecar, sidecar_path
 from training.lock import read_lock_holder
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, interrupt_checkpoint_name
-from training.store import link_or_copy, read_checkpoint_file, remove_checkpoint, save_checkpoint
+from training.checkpoint.store import link_or_copy, read_checkpoint_file, remove_checkpoint, save_checkpoint
 from training.trainer import LOG_NAME, StartPlan, Trainer
 
 COMMENT = "crash"
@@ -328,7 +329,7 @@ def small_tmpfs(tmp_path: Path, reference) -> Path:
     """A tmpfs with room for two checkpoints beyond the store's safety margin (root only)."""
     ref_folder, _ = reference
     size = epoch_file(ref_folder, 1).stat().st_size
-    from training.store import FREE_SPACE_EXTRA
+    from training.checkpoint.store import FREE_SPACE_EXTRA
     mount = tmp_path / "disk"
     mount.mkdir()
     kib = (FREE_SPACE_EXTRA + int(2.7 * size)) // 1024

@@ -14,7 +14,7 @@ import pytest
 
 from cli_helpers import REPO, child_env
 from dashboard_server import serve_dashboard
-from training import dashboard_access as access
+from training.dashboard import access
 
 OWN = access.LOOPBACK_HOSTS
 

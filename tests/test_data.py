@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from training.data import (
+from training.data.datasets import (
     ASVspoofDataset,
     DataError,
     ProtocolEntry,

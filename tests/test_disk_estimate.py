@@ -14,7 +14,7 @@ from cli_helpers import TINY, load, run_cli, tree_digest
 from training.checkpoint.disk import checkpoints_kept, estimate_checkpoint_size, plan_disk
 from training.config import DEFAULTS
 from training.models.ssl_frontend import folder_sha256
-from training.store import FREE_SPACE_EXTRA
+from training.checkpoint.store import FREE_SPACE_EXTRA
 
 G3 = ["--model_type", "g3_heatmap", "--train_size", "16", "--val_size", "8", "--clip_samples", "4000",
       "--batch_size", "8", "--lr", "0.001"]
@@ -133,7 +133,7 @@ def test_a_frozen_front_end_is_left_out_of_every_checkpoint_and_the_listing_says
 
 
 def test_the_launch_form_states_the_need_and_refuses_what_cannot_fit(small_disk: Path) -> None:
-    from training.launch_form import plan_launch
+    from training.dashboard.launch_form import plan_launch
 
     root = small_disk / "models"
     values = {"model_type": "lcnn", "train_size": 32, "val_size": 16, "clip_samples": 4000, "batch_size": 8,

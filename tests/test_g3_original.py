@@ -272,7 +272,7 @@ def test_with_head_version_follows_the_source():
 def test_a_checkpoint_of_the_first_head_still_resumes_with_its_own_head(tmp_path: Path):
     """A real run of the first head (started from its weights), its checkpoint rewritten as the
     old trainer wrote it (no head_version in the args), then resumed by the CLI."""
-    from training.store import save_checkpoint
+    from training.checkpoint.store import save_checkpoint
 
     torch.manual_seed(0)
     weights = tmp_path / "v0_weights.pth"

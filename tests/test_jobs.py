@@ -1,4 +1,4 @@
-"""training.jobs with real processes and real signals: nothing about processes is mocked.
+"""training.jobs.registry with real processes and real signals: nothing about processes is mocked.
 
 Two kinds of child program:
 - stand-ins (``python -c ...`` through ``launch(..., _program_argv=...)``): they receive exactly
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import kill_job_leftovers
-from training import jobs
-from training.jobs import JobConflict
+from training.jobs import registry as jobs
+from training.jobs.registry import JobConflict
 from training.lock import ExperimentLock
 from training.naming import epoch_checkpoint_name, experiment_name
 from training.proc import is_alive, process_start_time
@@ -233,7 +233,7 @@ def test_exit_codes_and_signals_without_stop_are_failures(root: Path) -> None:
 def test_supervisor_records_exit_after_launcher_exits(root: Path) -> None:
     launcher = textwrap.dedent(f"""
         import sys
-        from training import jobs
+        from training.jobs import registry as jobs
         job = jobs.launch({str(root)!r}, "fresh", {{"comment": "orphan"}}, _program_argv=[
             sys.executable, "-c", "import sys, time; time.sleep(1.5); sys.exit(7)"])
         print(job.id)

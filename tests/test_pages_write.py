@@ -19,7 +19,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cli_helpers import REPO, kill_job_leftovers
-from training import dashboard_access, jobs, launch_form
+from training.dashboard import access as dashboard_access
+from training import jobs
+from training.dashboard import launch_form
 from training.config import OPTIONS
 from training.naming import experiment_name
 
@@ -142,7 +144,8 @@ def root(tmp_path: Path):
 
 def test_every_training_option_is_a_field_except_what_the_mode_and_checkpoint_set(root: Path) -> None:
     assert {o.name for o in OPTIONS} - {o.name for o in launch_form.FIELDS} == {
-        "models_root", "model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints"}
+        "models_root", "model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints",
+        "eval", "eval_output", "eval_subset", "eval_scores"}
     at = open_launch(root)
     for opt in launch_form.FIELDS:
         widget = field(at, opt.name)
@@ -249,7 +252,7 @@ def test_auto_resume_link_fills_the_form_from_the_experiment(trained: Path, tmp_
 
 def test_auto_resume_note_names_the_checkpoint_the_cli_takes(trained: Path) -> None:
     """The best copy and the epoch file hold the same epoch: the CLI continues the epoch file."""
-    from training.store import find_latest_good_checkpoint
+    from training.checkpoint.store import find_latest_good_checkpoint
 
     assert {p.name for p in (trained / TRAINED_EXP).glob("*.pth")} == {"checkpoint_epoch_1.pth",
                                                                       "best_checkpoint_eer.pth"}
@@ -354,7 +357,7 @@ def test_jobs_page_shows_a_finished_job_with_state_exit_code_and_log(trained: Pa
 def test_progress_and_eta_come_from_the_experiments_log(tmp_path: Path) -> None:
     import csv
 
-    from training.job_status import job_progress
+    from training.dashboard.job_status import job_progress
     from training.trainer import LOG_COLUMNS, LOG_NAME
 
     root = tmp_path / "models"

@@ -1,4 +1,4 @@
-"""training.plots (figures, EMA smoothing) and training.views (what the read pages show)."""
+"""training.dashboard.plots (figures, EMA smoothing) and training.dashboard.views (what the read pages show)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.plots import CHARTS, PALETTE, curve_figures, ema_smooth, experiment_colors
-from training.views import (args_checkpoint, checkpoint_launch_params, checkpoint_table, deletable_files,
+from training.dashboard.plots import CHARTS, PALETTE, curve_figures, ema_smooth, experiment_colors
+from training.dashboard.views import (args_checkpoint, checkpoint_launch_params, checkpoint_table, deletable_files,
                             diff_targets, filter_experiments, merge_selection, selection_rows)
 
 

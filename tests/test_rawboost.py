@@ -18,14 +18,16 @@ import torch
 from scipy import signal as dsp
 from torch.utils.data import DataLoader
 
-from cli_helpers import REPO, TINY, child_env, load, run_main, same_weights
+from cli_helpers import REPO, child_env, load, run_main, same_weights
+from cli_helpers import TINY_ANY_ALGO as TINY  # --algo left to each test
 from kill_harness import run_kill_experiment
-from training import cli, launch_form
+from training import cli
+from training.dashboard import launch_form
 from training.config import DEFAULTS, OPTIONS_BY_NAME
-from training.data import ASVspoofDataset, ProtocolEntry, SyntheticSpoofDataset, build_datasets
+from training.data.datasets import ASVspoofDataset, ProtocolEntry, SyntheticSpoofDataset, build_datasets
 from training.lock import ExperimentLock
 from training.naming import epoch_checkpoint_name
-from training.rawboost import (
+from training.data.rawboost import (
     OPTION_NAMES,
     ClipAugmenter,
     RawBoostConfig,

@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from cli_helpers import TINY, run_cli, tree_digest
-from training.ckpt_reader import read_checkpoint_info, sidecar_path
+from training.checkpoint.reader import read_checkpoint_info, sidecar_path
 from training.config import DEFAULTS
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, experiment_name, parse_checkpoint_name
-from training.store import save_checkpoint
+from training.checkpoint.store import save_checkpoint
 from training.trainer import StartPlan, Trainer, lineage_key
 
 EPOCHS = 3

@@ -18,7 +18,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model  # noqa: E402
 from cli_helpers import TINY, load, run_main  # noqa: E402
 from training.models import HEAD_VERSION, build_model  # noqa: E402
 from training.models.ssl_frontend import SSLFolderError, SSLFrontend  # noqa: E402
-from training.store import CheckpointError  # noqa: E402
+from training.checkpoint.store import CheckpointError  # noqa: E402
 
 LAYERS, WIDTH = 4, 32
 

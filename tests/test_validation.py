@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import TINY, run_main
-from training import cli, config, jobs, launch_form
+from training import cli, config
+from training.jobs import registry as jobs
+from training.dashboard import launch_form
 from training.config import UsageError, longest_file_name, validate_options
 
 ONE_EPOCH = [*TINY, "--num_epochs", "1"]
@@ -62,7 +64,7 @@ def test_comment_that_would_leave_the_root_or_break_a_name_is_refused_before_any
 
 def test_longest_file_name_matches_what_the_sidecar_writer_makes(tmp_path: Path) -> None:
     """The length rule assembles the same temporary name ckpt_reader.write_sidecar uses."""
-    from training.ckpt_reader import write_sidecar
+    from training.checkpoint.reader import write_sidecar
 
     pth = tmp_path / "checkpoint_epoch_1000_abc.pth"
     pth.write_bytes(b"x")
@@ -277,7 +279,7 @@ def listing_entry(cwd: Path, name: str, *flags: str) -> list[str]:
 @pytest.mark.parametrize("how", [["--resume"], []], ids=["resume", "pretrained"])
 def test_loading_a_bit_flipped_checkpoint_is_refused_and_leaves_a_damage_mark(
         two_epochs: Path, tmp_path: Path, with_sidecar: bool, how: list[str]) -> None:
-    from training.ckpt_reader import sidecar_path
+    from training.checkpoint.reader import sidecar_path
 
     folder = copy_run(two_epochs, tmp_path)
     target = folder / "checkpoint_epoch_2_v.pth"
@@ -291,7 +293,7 @@ def test_loading_a_bit_flipped_checkpoint_is_refused_and_leaves_a_damage_mark(
     entry = listing_entry(tmp_path, target.name)
     assert entry[0].startswith("   Damaged") and "not usable for training" in entry[0], entry
 
-    from training import catalog
+    from training.dashboard import catalog
     catalog.clear_cache()
     row = catalog.scan_checkpoints(tmp_path / "models").set_index("file").loc[target.name]
     assert row["kind"] == "damaged" and not row["complete"]
@@ -306,7 +308,7 @@ def test_auto_resume_leaves_a_damage_mark_on_the_file_it_skips(two_epochs: Path,
     assert result.code == 0, result.text
     assert f"skipping {target.relative_to(tmp_path)}: damaged" in result.out
     # The run trained epoch 2 again; the damaged file was moved aside with its (marked) sidecar.
-    from training.ckpt_reader import read_checkpoint_info
+    from training.checkpoint.reader import read_checkpoint_info
     (moved,) = folder.glob(f"archive/*/{target.name}")
     assert read_checkpoint_info(moved).kind == "damaged"
     assert read_checkpoint_info(target).kind == "full" and read_checkpoint_info(target).complete
@@ -333,7 +335,7 @@ def test_verify_flag_goes_with_list_checkpoints_only(tmp_path: Path) -> None:
 
 
 def test_dashboard_details_verify_marks_the_selected_file(two_epochs: Path, tmp_path: Path) -> None:
-    from training import catalog
+    from training.dashboard import catalog
 
     folder = copy_run(two_epochs, tmp_path)
     target = folder / "best_checkpoint_eer_v.pth"
@@ -412,7 +414,7 @@ def fill_leaving(folder: Path, free_bytes: int) -> None:
 def test_disk_full_inside_torch_save_is_one_line_naming_file_folder_and_space(small_disk: Path) -> None:
     import torch
 
-    from training.store import DiskSpaceError, save_checkpoint
+    from training.checkpoint.store import DiskSpaceError, save_checkpoint
 
     folder = small_disk / "exp"
     folder.mkdir()

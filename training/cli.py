@@ -10,6 +10,8 @@ handed to the trainer as a ``StartPlan`` (fresh | resume | pretrained):
     --list_checkpoints                    print the folder's checkpoints and exit
     --visualize_attention --model_path P  render P's attention maps (attention/<P's stem>/) and exit
                                           (with --resume or --fresh_start: a run that renders them)
+    --eval --model_path P --track T ...   score an evaluation set, write scores + metrics, exit
+    --eval_scores FILE --track T ...      the official metrics of an existing score file, exit
 
 Before a run starts it states the disk its checkpoints will need (``training.checkpoint.disk``)
 and is refused, exit 2, when that does not fit in the free space of the models root's file system.
@@ -29,7 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, UsageError, check_attention_model, validate_options
+from training.config import (ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, OPTIONS, UsageError, check_attention_model,
+                             validate_options)
 from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
 
 EXIT_ERROR = 1
@@ -100,7 +103,7 @@ def check_combinations(args: dict[str, Any]) -> None:
 def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), verify: bool = False) -> int:
     """Print the folder's checkpoints from their metadata. Files found damaged by an earlier
     verification show as damaged; ``verify`` hashes every file first (and marks or clears)."""
-    from training.ckpt_reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
+    from training.checkpoint.reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
 
     folder = experiment_dir(args)
     if not folder.is_dir():
@@ -142,7 +145,7 @@ def folders_matching(args: dict[str, Any], explicit: set[str]) -> list[Path]:
 def _verify_files(files: list[Path]) -> list[Path]:
     """Hash each file against its sidecar (else its zip CRCs); mark the damaged ones, clear the
     marks of files that verify again. Returns the damaged files."""
-    from training.ckpt_reader import clear_damage_mark, mark_damaged, verify_checkpoint_file
+    from training.checkpoint.reader import clear_damage_mark, mark_damaged, verify_checkpoint_file
 
     damaged = []
     for path in files:
@@ -224,7 +227,7 @@ def _merge_and_warn(stored: dict[str, Any], args: dict[str, Any], explicit: set[
 
 def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:
     """Returns (effective args, StartPlan). Raises UsageError for an unusable --model_path."""
-    from training.store import CheckpointError, find_latest_good_checkpoint, read_verified_checkpoint
+    from training.checkpoint.store import CheckpointError, find_latest_good_checkpoint, read_verified_checkpoint
     from training.trainer import StartPlan
 
     if args["model_path"]:
@@ -272,8 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         explicit.discard("verify")
         if verify and not args["list_checkpoints"]:
             raise UsageError("--verify goes with --list_checkpoints (every load for training is verified anyway)")
+        from training.evaluation.runner import check_evaluation_options  # numpy; only here
+        check_evaluation_options(args, explicit)
         check_combinations(args)
         validate_options(args)  # the rule jobs.launch and the Launch form apply too
+        if args["eval"] or args["eval_scores"]:
+            from training.evaluation.runner import run as run_evaluation
+            return run_evaluation(args, explicit)
         if args["list_checkpoints"]:
             return list_checkpoints(args, explicit, verify)
         if args["device"] == "cuda":
@@ -287,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         validate_options({**{k: effective.get(k) for k in NAMING_KEYS},
                           "visualize_attention": effective.get("visualize_attention")})
         state_disk_needs(effective, plan)
-        return _train(effective, plan)
+        # What to evaluate is no part of a training run: checkpoints do not record it.
+        return _train({k: v for k, v in effective.items() if k not in EVALUATION_OPTIONS}, plan)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -300,7 +309,7 @@ def state_disk_needs(args: dict[str, Any], plan: Any) -> None:
     """Print the disk the run's checkpoints need; UsageError when it cannot fit (or when the
     model these args describe cannot be built: nothing is created either way)."""
     from training.checkpoint.disk import check_disk_space
-    from training.store import CheckpointError
+    from training.checkpoint.store import CheckpointError
 
     start = int(plan.source.full["epoch"]) if plan.mode == "resume" and plan.source.full else 0
     if int(args["num_epochs"]) <= start:
@@ -323,7 +332,7 @@ def render_attention_only(args: dict[str, Any], explicit: set[str]) -> int:
     data and the seed are the checkpoint's (the command line's where typed)."""
     from training.attention import render_checkpoint
     from training.data import DataError
-    from training.store import CheckpointError, read_verified_checkpoint
+    from training.checkpoint.store import CheckpointError, read_verified_checkpoint
 
     path = Path(args["model_path"])
     try:
@@ -343,9 +352,9 @@ def render_attention_only(args: dict[str, Any], explicit: set[str]) -> int:
 
 
 def _train(args: dict[str, Any], plan: Any) -> int:
-    from training.data import DataError
+    from training.data.datasets import DataError
     from training.lock import ExperimentBusy
-    from training.store import WRITE_ERRNOS, CheckpointError, WriteError
+    from training.checkpoint.store import WRITE_ERRNOS, CheckpointError, WriteError
     from training.trainer import Trainer
 
     # Each failure prints one line; the type decides the exit code (WriteError before its base

@@ -1,8 +1,8 @@
 """Every training argument in one table, and the one rule that says which values are usable.
 
 The table is shared by the CLI parser and the dashboard's Launch form; :func:`validate_options`
-is called by all three entry points (``training.cli``, ``training.jobs`` and
-``training.launch_form``) before anything is created, so a value is refused with the same one-line
+is called by all three entry points (``training.cli``, ``training.jobs.registry`` and
+``training.dashboard.launch_form``) before anything is created, so a value is refused with the same one-line
 message wherever it was typed.
 
 Keep this module free of heavy imports: the CLI imports it before deciding whether torch is needed.
@@ -23,6 +23,7 @@ LOSSES = ("CCE",)
 DATASETS = ("synthetic", "asvspoof")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULERS = ("none", "cosine")
+EVAL_SUBSETS = ("eval", "progress", "hidden", "all")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
-    group: str = "training"  # training | data | checkpoint | system
+    group: str = "training"  # training | data | checkpoint | system | evaluation
 
 
 # Hyperparameters: these define the experiment and are stored in every checkpoint's ``args``.
@@ -107,16 +108,27 @@ OPTIONS: tuple[Option, ...] = (
            "as the original (10); 0 turns it off"),
     Option("augment_dev", bool, False, "apply the training augmentation (RawBoost) to the validation set too, "
            "as the original did; it changes which epoch is best", group="data"),
+    # Evaluation (training/evaluation/): actions, not hyperparameters.
+    Option("eval", bool, False, "score an evaluation set with --model_path (--track, --database_path, "
+           "--protocols_path) and compute the official metrics, then exit", group="evaluation"),
+    Option("eval_output", str, None, "score file --eval writes (default: <checkpoint folder>/eval/"
+           "<checkpoint stem>_<track>.txt); the metrics go to <score file>.metrics.json", group="evaluation"),
+    Option("eval_subset", str, "eval", "key subset the metrics cover, as the ASVspoof 2021 package selects it "
+           "(all: every trial of the key)", EVAL_SUBSETS, group="evaluation"),
+    Option("eval_scores", str, None, "compute the metrics of an existing score file (trial score lines) "
+           "against the key, without a model, then exit", group="evaluation"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 
 # Options that select what to do rather than describe the experiment: never compared on resume.
+# The evaluation options are actions too (and not Launch-form fields: a run trains).
+EVALUATION_OPTIONS = frozenset(o.name for o in OPTIONS if o.group == "evaluation")
 ACTION_OPTIONS = frozenset(
     {"model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints", "models_root",
      "keep_last", "device", "num_workers", "visualize_attention", "viz_samples", "viz_frequency"}
-)
+) | EVALUATION_OPTIONS
 
 
 # --- the one validation rule ---------------------------------------------------------------------
@@ -156,7 +168,7 @@ FLOAT_RULES: tuple[tuple[str, bool], ...] = (
     ("lr", True), ("weight_decay", False), ("contrastive_weight", False), ("supcon_weight", False),
 )
 # Options whose value is a path: only the bytes no path may hold are refused.
-PATH_OPTIONS = ("models_root", "model_path", "database_path", "protocols_path")
+PATH_OPTIONS = ("models_root", "model_path", "database_path", "protocols_path", "eval_output", "eval_scores")
 DEFAULT_NAME_MAX = 255  # bytes in one file name on ext4, xfs, btrfs, tmpfs ...
 DEFAULT_PATH_MAX = 4096
 
@@ -210,7 +222,7 @@ def _check_numbers(values: Mapping[str, Any]) -> None:
 
 def _check_augmentation(values: Mapping[str, Any]) -> None:
     """RawBoost's own rules (ranges such as minF <= maxF); imported late: it brings numpy."""
-    from training.rawboost import check_options
+    from training.data.rawboost import check_options
 
     try:
         check_options(values)

@@ -50,9 +50,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from training.attention import ATTENTION_DIR, choose_utterances, collect_attention, is_render_epoch, write_attention
-from training.ckpt_reader import (CheckpointInfo, checkpoint_meta, file_sha256, list_checkpoint_files,
+from training.checkpoint.reader import (CheckpointInfo, checkpoint_meta, file_sha256, list_checkpoint_files,
                                   read_checkpoint_info, read_checkpoint_object, read_sidecar, sidecar_path)
-from training.data import build_datasets
+from training.data.datasets import build_datasets
 from training.lock import ExperimentLock
 from training.losses import build_criterion
 from training.metrics import compute_eer
@@ -66,7 +66,7 @@ from training.naming import (
     interrupt_checkpoint_name,
     parse_checkpoint_name,
 )
-from training.store import (
+from training.checkpoint.store import (
     CheckpointError,
     CheckpointWriter,
     LoadedCheckpoint,
@@ -341,7 +341,7 @@ class Trainer:
             self._load_weights(self.plan.source)
 
     def _load_weights(self, source: LoadedCheckpoint) -> None:
-        from training.store import CheckpointError
+        from training.checkpoint.store import CheckpointError
 
         result = self.model.load_state_dict(source.model_state, strict=False)
         # A pretrained start may add auxiliary heads the source lacked (e.g. the contrastive

@@ -3,7 +3,7 @@
 Saving is atomic: the bytes go to a temporary file in the same folder, are flushed and fsynced,
 then ``os.replace`` puts the file in place and the folder is fsynced. A reader therefore sees a
 checkpoint complete or not at all. A small JSON sidecar (``X.pth.meta.json``, see
-``training.ckpt_reader``) is written after the file, so its presence marks the checkpoint
+``training.checkpoint.reader``) is written after the file, so its presence marks the checkpoint
 complete and readers can skip opening the ``.pth``. Nothing is ever overwritten in place, so a
 failed save (full disk, kill) leaves every earlier checkpoint as it was.
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from training.ckpt_reader import (
+from training.checkpoint.reader import (
     SIDECAR_MISMATCH,
     all_extra_safe_globals,
     checkpoint_meta,
@@ -525,7 +525,7 @@ def find_latest_good_checkpoint(exp_dir: Path, echo: Callable[[str], None]) -> L
     Incomplete, truncated, corrupt, hostile and weights-only files are skipped with one line
     each naming the file and why. Nothing is deleted or rewritten here.
     """
-    from training.ckpt_reader import list_checkpoint_files, read_checkpoint_info
+    from training.checkpoint.reader import list_checkpoint_files, read_checkpoint_info
     from training.naming import carries_run_tag, parse_checkpoint_name, parse_experiment_name
 
     folder = parse_experiment_name(Path(exp_dir).name)  # {} for a name of no known scheme: any tag

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from training import catalog
-from training.jobs import Job
+from training.dashboard import catalog
+from training.jobs.registry import Job
 
 # The modes that start over at epoch 1: until the trainer archives the folder's earlier run
 # (a few seconds after launch), the log on disk is that earlier run's and must not count.

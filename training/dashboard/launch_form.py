@@ -25,7 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-from training import catalog, jobs
+from training.dashboard import catalog
+from training import jobs
 from training.cli import (
     ARCHITECTURE_KEYS,
     NOT_STORED,
@@ -35,9 +36,9 @@ from training.cli import (
     check_combinations,
     hyperparameter_differences,
 )
-from training.config import ACTION_OPTIONS, DEFAULTS, OPTIONS, Option, validate_options
+from training.config import ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, OPTIONS, Option, validate_options
 from training.naming import experiment_name, parse_experiment_name
-from training.views import RESUMABLE_KINDS, WEIGHT_KINDS
+from training.dashboard.views import RESUMABLE_KINDS, WEIGHT_KINDS
 
 MODE_LABELS: dict[str, str] = {
     "fresh": "Fresh start",
@@ -54,8 +55,8 @@ MODE_HELP: dict[str, str] = {
 GROUP_TITLES: dict[str, str] = {"training": "Training", "data": "Data", "checkpoint": "Checkpoints",
                                 "system": "System"}
 # Not form fields: the models root is the dashboard's, model_path is the chosen checkpoint, the
-# mode flags are the mode.
-NOT_FIELDS = frozenset({"models_root", "model_path"}) | jobs.RESERVED_OPTIONS
+# mode flags are the mode; evaluation is not a training run.
+NOT_FIELDS = frozenset({"models_root", "model_path"}) | jobs.RESERVED_OPTIONS | EVALUATION_OPTIONS
 FIELDS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.name not in NOT_FIELDS)
 FIELDS_BY_NAME: dict[str, Option] = {o.name: o for o in FIELDS}
 # Passed even when unchanged, like every command in the guide: the target is what one reads first.

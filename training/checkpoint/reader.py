@@ -46,7 +46,7 @@ The pickle is executed by our own small interpreter (:func:`_unpickle`), not by 
   overflows the C stack: a segfault, not an exception); the metadata we return is built with depth
   and size limits, so shared references or cycles in the pickle cannot blow up.
 * Any malformed input ends in ``kind='unreadable'`` with a one-line reason; nothing raises.
-* One exception, for speed: the catalog's reader processes (:mod:`training.ckpt_pool`), which cap
+* One exception, for speed: the catalog's reader processes (:mod:`training.checkpoint.pool`), which cap
   their address space and may crash, run zip checkpoints through CPython's C unpickler with the
   same allowlist and fall back to the interpreter on any error (see "the C unpickler" below).
   No other process ever turns it on.
@@ -1313,7 +1313,7 @@ def _load_object(path: Path, used: set[str]) -> Any:
 # limited to the same allowlist it calls nothing else. But it trusts sizes in the stream (a memo
 # index of 2**30 makes it allocate and clear 8 GiB) and hashes dict keys without a depth check (a
 # deep tuple key overflows the C stack). So only a process that has capped its address space and
-# may crash, training.ckpt_pool's reader, turns it on. Whatever goes wrong (an exception, a name
+# may crash, training.checkpoint.pool's reader, turns it on. Whatever goes wrong (an exception, a name
 # outside the C path's list, a MemoryError), the interpreter reads the file again and its verdict
 # and reason are the ones reported. A pickle of at most MAX_PICKLE_OPS bytes cannot exceed the
 # interpreter's opcode bound either.
@@ -2146,5 +2146,5 @@ def format_checkpoint_listing(exp_dir: Path | str, infos: list[CheckpointInfo]) 
 
 def all_extra_safe_globals() -> list[tuple[Any, str]]:
     """Every data-only global this reader accepts beyond torch's own list, as ``safe_globals``
-    pairs: what ``training.store`` allows ``torch.load(weights_only=True)`` to rebuild."""
+    pairs: what ``training.checkpoint.store`` allows ``torch.load(weights_only=True)`` to rebuild."""
     return safe_globals_for(_GLOBALS)

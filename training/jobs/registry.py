@@ -6,7 +6,7 @@ ways such a process outlives, or is outlived by, whoever started it:
 * **A supervisor per job.** Only a parent can read a child's exit status, and the parent we
   would naturally use — the dashboard — restarts, crashes and gets Ctrl-C'd while runs go on
   for days. So ``launch()`` starts a tiny, detached supervisor
-  (``python -m training.jobs supervise <db> <id>``) and returns at once; the supervisor starts
+  (``python -m training.jobs.registry supervise <db> <id>``) and returns at once; the supervisor starts
   the trainer, records its pid, waits for it and writes the exit code and final state into the
   registry. The supervisor also carries out stop requests (SIGTERM, then SIGKILL after a grace
   period), so ``stop()`` never blocks the page that clicked the button.
@@ -59,7 +59,7 @@ from training.naming import experiment_dir, experiment_name
 from training.proc import current_identity, is_alive, process_start_time
 
 # The folder that holds ``training/``: the trainer's cwd, so ``-m training`` imports this tree.
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 JOBS_DIRNAME = ".jobs"
 DB_NAME = "jobs.sqlite"
@@ -447,7 +447,7 @@ def _checkpoint_args(model_path: str) -> dict[str, Any]:
     An unreadable file is not an error at launch: the trainer reports it (exit 2) in the log.
     """
     try:
-        from training.ckpt_reader import read_checkpoint_info  # may not exist yet; may be slow
+        from training.checkpoint.reader import read_checkpoint_info  # may not exist yet; may be slow
     except ImportError:
         return {}
     try:
@@ -568,7 +568,7 @@ def _start_supervisor(db: Path, job_id: int, log_path: Path) -> tuple[int, int |
         # -S: the supervisor needs only the standard library and this tree (cwd), so skip
         # site-packages' .pth processing, a large share of interpreter start-up.
         proc = _popen(
-            [sys.executable, "-u", "-S", "-m", "training.jobs", "supervise", str(db), str(job_id)],
+            [sys.executable, "-u", "-S", "-m", "training.jobs.registry", "supervise", str(db), str(job_id)],
             log,
         )
     start = process_start_time(proc.pid)
@@ -864,7 +864,7 @@ class _Supervisor:
 
 
 def supervise(db: str, job_id: int) -> int:
-    """Entry point of ``python -m training.jobs supervise <db> <id>``."""
+    """Entry point of ``python -m training.jobs.registry supervise <db> <id>``."""
     sup = _Supervisor(db, job_id)
     try:
         return sup.run()
@@ -878,7 +878,7 @@ def supervise(db: str, job_id: int) -> int:
 def _main(argv: Sequence[str]) -> int:
     if len(argv) == 3 and argv[0] == "supervise":
         return supervise(argv[1], int(argv[2]))
-    print("usage: python -m training.jobs supervise <jobs.sqlite> <job id>", file=sys.stderr)
+    print("usage: python -m training.jobs.registry supervise <jobs.sqlite> <job id>", file=sys.stderr)
     return 2
 
 

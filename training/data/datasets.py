@@ -663,7 +663,7 @@ def build_datasets(args: Mapping[str, Any] | Any) -> tuple[Dataset, Dataset]:
 def _attach_augmenter(dataset: Dataset, a: Mapping[str, Any], split: str) -> None:
     """RawBoost (``--algo``) for a data set, seeded by ``seed``; ``--algo 0`` attaches nothing.
     The validation set gets one only with ``--augment_dev`` (what the original script did)."""
-    from training.rawboost import ClipAugmenter, RawBoostConfig
+    from training.data.rawboost import ClipAugmenter, RawBoostConfig
 
     try:
         cfg = RawBoostConfig.from_args(a)

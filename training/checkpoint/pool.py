@@ -1,6 +1,6 @@
 """Reading many checkpoints at once: disposable, memory-capped reader processes.
 
-:mod:`training.ckpt_reader`'s pickle interpreter is safe in any process but costs about a
+:mod:`training.checkpoint.reader`'s pickle interpreter is safe in any process but costs about a
 microsecond per opcode, and a trainer checkpoint is thousands of opcodes (every tensor of the
 model and of the optimizer state), so a first scan of 1,000 small checkpoints took seconds.
 CPython's C unpickler runs the same pickle, with the same allowlist, about ten times faster, but
@@ -48,8 +48,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from training import ckpt_reader
-from training.ckpt_reader import KINDS, CheckpointInfo, read_checkpoint_info
+from training.checkpoint import reader as ckpt_reader
+from training.checkpoint.reader import KINDS, CheckpointInfo, read_checkpoint_info
 
 __all__ = ["ReadRequest", "read_checkpoint_infos", "start", "shutdown", "process_count", "MIN_BATCH"]
 
@@ -58,9 +58,9 @@ MAX_PROCESSES = 4
 TIMEOUT_S = 30.0  # no answer for this long: the reader is hung (its chunk is retried file by file)
 ADDRESS_SPACE_BYTES = 2 << 30  # per reader process: Python + the largest pickle we accept, x20
 _RESTARTS_PER_BATCH = 4
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from training.ckpt_pool import reader_main; reader_main()")
+         "from training.checkpoint.pool import reader_main; reader_main()")
 
 
 # --- the reader process ------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """The dashboard's read side: every experiment folder and checkpoint under a models root, as pandas.
 
 Data flows one way (trainer -> files on disk -> catalog -> pages), so everything here is derived
-from the files alone: checkpoint metadata through :mod:`training.ckpt_reader` (sidecar or the
+from the files alone: checkpoint metadata through :mod:`training.checkpoint.reader` (sidecar or the
 pickle only, never the tensors, never torch), curves from ``training_log.csv``, names through
 :mod:`training.naming`, "running" from the folder's lock (:mod:`training.lock`) and the jobs
-registry (:mod:`training.jobs`). Importing this module does not import torch; only
+registry (:mod:`training.jobs.registry`). Importing this module does not import torch; only
 :func:`delete_checkpoints` does, on first use, to reuse :func:`training.store.remove_checkpoint`.
 
 Layout of a models root::
@@ -40,8 +40,8 @@ from typing import Any
 
 import pandas as pd
 
-from training.ckpt_pool import ReadRequest, read_checkpoint_infos
-from training.ckpt_reader import (
+from training.checkpoint.pool import ReadRequest, read_checkpoint_infos
+from training.checkpoint.reader import (
     METRIC_KEYS,
     SIDECAR_SUFFIX,
     CheckpointInfo,
@@ -219,7 +219,7 @@ def _cached_infos(files: list[tuple[str, Signature]]) -> list[CheckpointInfo]:
     """read_checkpoint_info of each (path, signature) through the cache, *without* ``history``
     (every checkpoint repeats its run's whole history, and converting it would be most of a
     first scan's work; see _checkpoint_history). The files not cached are read in one batch by
-    the reader processes (training.ckpt_pool)."""
+    the reader processes (training.checkpoint.pool)."""
     infos = [_INFO_CACHE.get(path, signature) for path, signature in files]
     missing = [n for n, info in enumerate(infos) if info is None]
     requests = [ReadRequest(files[n][0], with_history=False, use_sidecar=files[n][1][2] is not None)
@@ -797,7 +797,7 @@ def _job_model_path(argv: list[str]) -> str | None:
 
 def _active_jobs(models_root: Path) -> list[Any]:
     """Active jobs of the registry; [] without one (never creates the registry by reading)."""
-    from training.jobs import db_path, list_jobs
+    from training.jobs.registry import db_path, list_jobs
 
     if not db_path(models_root).is_file():
         return []
@@ -886,7 +886,7 @@ def delete_checkpoints(models_root: Path | str, experiment: str, files: list[str
     for name in names:
         if name in protected:
             raise CatalogError(f"refusing to delete {experiment}/{name}: {protected[name]}")
-    from training.store import remove_checkpoint  # imports torch: only when deleting
+    from training.checkpoint.store import remove_checkpoint  # imports torch: only when deleting
 
     for path in paths:
         remove_checkpoint(path)
