@@ -1,4 +1,4 @@
-"""Streamlit entry: the navigation over pages/ and the models root every page reads.
+"""Streamlit entry: runs pages.common.run_app (page config, st.navigation over pages/, the sidebar).
 
     streamlit run dashboard.py                       # models/ under the current directory
     streamlit run dashboard.py -- --models_root runs # or MODELS_ROOT=runs streamlit run dashboard.py
@@ -25,24 +25,9 @@ from training.dashboard import access as dashboard_access
 
 
 def render() -> None:
-    from pages.common import sidebar_access_notice, sidebar_models_root
-    from training.checkpoint import pool as ckpt_pool
+    from pages.common import run_app
 
-    st.set_page_config(page_title="ASVspoof training", page_icon="🎙️", layout="wide")
-    # The catalog reads checkpoints in reader processes; booting them (~0.2 s) now overlaps with the
-    # page's imports, so the first scan finds them running. A no-op once they are.
-    ckpt_pool.start()
-    pages = [
-        st.Page("pages/experiments.py", title="Experiments", icon="📋", url_path="experiments", default=True),
-        st.Page("pages/curves.py", title="Curves", icon="📈", url_path="curves"),
-        st.Page("pages/checkpoints.py", title="Checkpoints", icon="💾", url_path="checkpoints"),
-        st.Page("pages/launch.py", title="Launch", icon="🚀", url_path="launch"),
-        st.Page("pages/jobs.py", title="Jobs", icon="⚙️", url_path="jobs"),
-    ]
-    navigation = st.navigation(pages)
-    sidebar_models_root()
-    sidebar_access_notice()
-    navigation.run()
+    run_app()
 
 
 @contextlib.asynccontextmanager

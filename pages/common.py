@@ -23,24 +23,64 @@ MODELS_ROOT_KEY = "models_root"
 SELECTION_PARAM = "exp"
 
 
+# --- the navigation ----------------------------------------------------------------------------
+# (file, title, icon, url_path); each url_path equals its file name, so a page has the same
+# identity whether dashboard.py's st.navigation runs it or Streamlit's pages-folder mode does.
+PAGES = (
+    ("pages/experiments.py", "Experiments", "📋", "experiments"),
+    ("pages/curves.py", "Curves", "📈", "curves"),
+    ("pages/checkpoints.py", "Checkpoints", "💾", "checkpoints"),
+    ("pages/launch.py", "Launch", "🚀", "launch"),
+    ("pages/jobs.py", "Jobs", "⚙️", "jobs"),
+)
+SHELL_KEY = "_navigation_shell"  # whether dashboard.py ran this page: THIS_RUN, EARLIER or ASKED
+THIS_RUN, EARLIER, ASKED = "this run", "earlier", "asked"
+
+
+def app_pages() -> list[st.Page]:
+    return [st.Page(file, title=title, icon=icon, url_path=url_path, default=(index == 0))
+            for index, (file, title, icon, url_path) in enumerate(PAGES)]
+
+
+def run_app() -> None:
+    """dashboard.py's script: page config, navigation, sidebar, then the page the URL names."""
+    from training.checkpoint import pool as ckpt_pool
+
+    st.set_page_config(page_title="ASVspoof training", page_icon="🎙️", layout="wide")
+    # The catalog reads checkpoints in reader processes; booting them (~0.2 s) now overlaps with the
+    # page's imports, so the first scan finds them running. A no-op once they are.
+    ckpt_pool.start()
+    navigation = st.navigation(app_pages())
+    sidebar_models_root()
+    sidebar_access_notice()
+    st.session_state[SHELL_KEY] = THIS_RUN  # read by ensure_navigation, first thing on the page
+    navigation.run()
+
+
 def ensure_navigation() -> None:
     """Make sure ``dashboard.py``'s st.navigation runs; call first on every page.
 
     With a ``pages/`` folder next to the entry script, a fresh Streamlit server starts in its old
     pages-directory mode: if its first request is a page URL (a shared ``/curves?exp=...`` link),
     it runs that page file alone, without ``dashboard.py`` (no sidebar, every file of ``pages/``
-    listed as a page), and stays so until someone opens ``/``. Calling st.navigation switches the
-    mode off; here we switch it off and rerun, so ``dashboard.py`` runs and opens the same page
-    (each ``url_path`` equals its file name, so the page identity is the same in both modes).
-    """
-    from streamlit import config
-    from streamlit.runtime.pages_manager import PagesManager
+    listed as a page), and stays so until something calls st.navigation. So a page run without
+    ``dashboard.py`` in a session where it never ran calls st.navigation itself (which ends that
+    mode for the whole server) and reruns: ``dashboard.py`` then runs and opens the same page.
+    Public API only: run_app marks the runs it makes, this function reads the mark.
 
-    # AppTest re-enters that mode on every run (it resets the flag per run), and a rerun there
-    # would drop the clicks under test; it runs the page itself, which is what tests exercise.
-    # An internal flag (streamlit is pinned to 1.67.x for it); if a release drops it, do nothing.
-    if getattr(PagesManager, "uses_pages_directory", False) and not config.get_option("global.appTest"):
-        PagesManager.uses_pages_directory = False
+    A page run alone after ``dashboard.py`` ran earlier in the session cannot happen on a real
+    server (the mode is off for good); AppTest re-enters the mode on every run, and a rerun there
+    would drop the clicks under test, so the page just renders, as the test means it to. If the
+    rerun did not bring ``dashboard.py`` (a Streamlit release where st.navigation no longer ends
+    the mode), the page renders alone rather than loop; tests/test_pages_read.py's
+    test_a_page_opened_first_gets_the_dashboards_sidebar fails then.
+    """
+    state = st.session_state.get(SHELL_KEY)
+    if state == THIS_RUN:
+        st.session_state[SHELL_KEY] = EARLIER
+    elif state is None:
+        st.session_state[SHELL_KEY] = ASKED
+        st.navigation(app_pages())
         st.rerun()
 
 

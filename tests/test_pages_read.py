@@ -88,6 +88,21 @@ def test_empty_root_shows_how_to_start_a_first_run(tmp_path: Path, monkeypatch: 
         assert not at.exception and at.info, page
 
 
+def test_a_page_opened_first_gets_the_dashboards_sidebar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared page link as a session's first request: Streamlit runs the page file alone (its
+    pages-folder mode); the page must hand over to dashboard.py, keeping the link's parameters."""
+    monkeypatch.setenv("MODELS_ROOT", str(tmp_path / "models"))
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=60)
+    at.switch_page("pages/curves.py")
+    at.query_params["exp"] = "not_a_run"
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.label for t in at.sidebar.text_input] == ["Models root"]
+    assert any("Read-only" in c.value for c in at.sidebar.caption)
+    assert at.title[0].value == "Curves"
+    assert "`not_a_run`" in at.warning[0].value and at.query_params["exp"] in ("not_a_run", ["not_a_run"])
+
+
 def test_sidebar_says_read_only_until_signed_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     unsigned = app(tmp_path / "models", monkeypatch, signed_in=False)
     assert any("Read-only" in c.value and "?token=" in c.value for c in unsigned.sidebar.caption)
