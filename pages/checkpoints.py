@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import ensure_navigation, models_root, refusal, selected_experiments, signed_in
+from pages.common import (ensure_navigation, flash, models_root, page_title, refusal, selected_experiments,
+                          signed_in)
 from training.dashboard import catalog
 from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
                             checkpoint_table, deletable_files, diff_targets)
 
 PERCENT = "%.2f%%"
-FLASH_KEY = "_checkpoints_flash"  # a message that survives the rerun after a deletion
 PENDING_KEY = "_checkpoints_pending_delete"  # (experiment, files) awaiting confirmation
 ROW_PICK_KEY = "_checkpoints_row_pick"  # the table row last clicked (so only a new click moves the details)
 TABLE_COLUMNS = ["file", "role", "kind", "epoch", "step_in_epoch", "train_loss", "train_eer", "val_loss",
@@ -162,9 +162,9 @@ def confirm_delete(root: Path, experiment: str, files: list[str], total_bytes: i
                 raise catalog.CatalogError(refusal("Delete"))
             deleted = catalog.delete_checkpoints(root, experiment, files)
         except catalog.CatalogError as exc:
-            st.session_state[FLASH_KEY] = ("error", str(exc))
+            flash("error", str(exc))
         else:
-            st.session_state[FLASH_KEY] = ("success", f"Deleted {', '.join(deleted)}.")
+            flash("success", f"Deleted {', '.join(deleted)}.")
             st.session_state.pop("delete_files", None)
         cancel_delete()
         st.rerun()
@@ -197,18 +197,11 @@ def delete_section(root: Path, experiment: str, rows: pd.DataFrame) -> None:
         confirm_delete(root, experiment, pending[1], int(sum(sizes.get(f, 0) for f in pending[1])))
 
 
-def flash() -> None:
-    message = st.session_state.pop(FLASH_KEY, None)
-    if message:
-        getattr(st, message[0])(message[1])
-
-
 # --- layout --------------------------------------------------------------------------------
 
 ensure_navigation()
 root = models_root()
-st.title("Checkpoints")
-flash()
+page_title("Checkpoints")
 names = load_names(root)
 if not names:
     st.info(f"No experiments under `{root}` yet: the **Experiments** page shows how to start one.")

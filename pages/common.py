@@ -129,6 +129,29 @@ def set_selected_experiments(names: list[str]) -> None:
             st.query_params.pop(SELECTION_PARAM, None)
 
 
+# --- page title and flash messages --------------------------------------------------------------
+
+FLASH_KEY = "_flash"  # (kind, text) of a message for the next run: it survives an st.rerun()
+FLASH_KINDS = ("success", "info", "warning", "error")
+
+
+def flash(kind: str, text: str) -> None:
+    """Show ``text`` once, under the title of the next run (an action that reruns to show its
+    outcome: the rerun redraws the page, so a message drawn before it would vanish)."""
+    if kind not in FLASH_KINDS:
+        raise ValueError(f"flash kind {kind!r} is not one of {', '.join(FLASH_KINDS)}")
+    st.session_state[FLASH_KEY] = (kind, text)
+
+
+def page_title(title: str) -> None:
+    """The page's title, then the message an action left for this run (once)."""
+    st.title(title)
+    message = st.session_state.pop(FLASH_KEY, None)
+    if message:
+        kind, text = message
+        getattr(st, kind)(text)
+
+
 # --- who may act -----------------------------------------------------------------------------
 
 SIGN_IN_HINT = ("open the sign-in URL the dashboard printed when it started "

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import ensure_navigation, models_root, selected_experiments, set_selected_experiments
+from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
+                          set_selected_experiments)
 from training.dashboard import catalog
 from training.dashboard.plots import MAX_SMOOTHING, curve_figures
 
@@ -85,7 +86,7 @@ def lineage_notice(histories: dict[str, pd.DataFrame]) -> None:
 
 ensure_navigation()
 root = models_root()
-st.title("Curves")
+page_title("Curves")
 all_names = load_names(root)
 chosen = picker(all_names, selected_experiments())
 if not chosen:

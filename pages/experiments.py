@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import ensure_navigation, models_root, selected_experiments, set_selected_experiments
+from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
+                          set_selected_experiments)
 from training.dashboard import catalog
 from training.dashboard.launch_form import auto_resume_refusal
 from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, distinct_values,
@@ -147,7 +148,7 @@ def selection_summary(selection: list[str]) -> None:
 
 ensure_navigation()
 root = models_root()
-st.title("Experiments")
+page_title("Experiments")
 experiments = load_experiments(root)
 if experiments.empty:
     empty_state(root)

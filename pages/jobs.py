@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import ensure_navigation, models_root, refusal, signed_in
+from pages.common import ensure_navigation, models_root, page_title, refusal, signed_in
 from training import jobs
 from training.dashboard.job_status import format_duration, job_label, job_progress, jobs_frame
 
@@ -121,6 +121,6 @@ def jobs_view(root: str) -> None:
 # --- layout ---------------------------------------------------------------------------------------
 
 ensure_navigation()
-st.title("Jobs")
+page_title("Jobs")
 root = str(models_root())
 jobs_view(root)

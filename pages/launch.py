@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages.common import ensure_navigation, models_root, refusal, signed_in
+from pages.common import ensure_navigation, models_root, page_title, refusal, signed_in
 from training.dashboard import catalog
 from training.dashboard import launch_form as lf
 from training.config import Option
@@ -182,7 +182,7 @@ def render_result() -> None:
 # --- layout ---------------------------------------------------------------------------------------
 
 ensure_navigation()
-st.title("Launch a training run")
+page_title("Launch a training run")
 root = str(models_root())
 checkpoints = load_checkpoints(root)
 choices = lf.checkpoint_choices(checkpoints)

@@ -288,6 +288,32 @@ def test_hyperparameter_diff_shows_only_differing_keys_by_default(root: Path, mo
     assert not everything.loc["model_type", "differs"] and everything.loc["comment", "differs"]
 
 
+def flash_script() -> None:
+    import streamlit as st
+
+    from pages.common import flash, page_title
+
+    page_title("Page")
+    if st.button("Act", key="act"):
+        flash("success", "Done.")
+        st.rerun()  # the message must survive it
+
+
+def test_a_flash_message_shows_once_under_the_title() -> None:
+    at = AppTest.from_function(flash_script, default_timeout=30).run()
+    at.button(key="act").click().run()
+    assert not at.exception and [m.value for m in at.success] == ["Done."] and at.title[0].value == "Page"
+    at.run()
+    assert not at.success
+
+
+def test_a_flash_message_of_an_unknown_kind_is_refused() -> None:
+    from pages.common import flash
+
+    with pytest.raises(ValueError, match="'toast'"):
+        flash("toast", "Done.")
+
+
 def test_delete_offers_only_unprotected_files_and_needs_confirmation(root: Path, tmp_path: Path, monkeypatch) -> None:
     copy = tmp_path / "models"
     shutil.copytree(root, copy)  # copy2 keeps mtimes, so the sidecars still vouch for the files
@@ -302,6 +328,8 @@ def test_delete_offers_only_unprotected_files_and_needs_confirmation(root: Path,
     assert not (copy / A / "checkpoint_epoch_1_a.pth").exists()
     assert not sidecar_path(copy / A / "checkpoint_epoch_1_a.pth").exists()
     assert "Deleted checkpoint_epoch_1_a.pth" in at.success[0].value
+    at.run()
+    assert not at.success  # shown once
     assert table_with(at, "file")["file"].tolist()[0] == "checkpoint_epoch_2_a.pth"
     assert at.multiselect(key="delete_files").options == ["checkpoint_epoch_2_a.pth"]
     for kept in ("checkpoint_epoch_3_a.pth", "best_checkpoint_eer_a.pth"):
