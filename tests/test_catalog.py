@@ -18,7 +18,7 @@ import pytest
 
 from tests import ckpt_factories as F
 from tests.cli_helpers import REPO, TINY, child_env, run_main
-from training.dashboard import catalog
+from training.dashboard import catalog, history, scan
 from training.dashboard.catalog import CatalogError
 from training.checkpoint.reader import checkpoint_meta, file_sha256, list_checkpoint_files, sidecar_path, write_sidecar
 from training.lock import ExperimentLock
@@ -162,7 +162,7 @@ def test_original_formats_and_problem_files(legacy):
     assert frame.loc["best_model_eer.pth", "kind"] == "legacy"
     # the catalog's one-read listing follows the reader's rule exactly
     for folder in (legacy / GUIDE, legacy / BASELINE):
-        assert [n for n, _ in catalog._list_folder(folder)] == [p.name for p in list_checkpoint_files(folder)]
+        assert [n for n, _ in scan.list_folder(folder)] == [p.name for p in list_checkpoint_files(folder)]
     assert pd.isna(frame.loc["best_model_eer.pth", "epoch"])
 
 
@@ -339,8 +339,8 @@ def test_cache_holds_no_histories(legacy):
     """Every checkpoint repeats the run's history: the cache keeps it only for the files whose
     curve is shown, and a curve comes back even once the raw copy is gone (file re-read)."""
     catalog.scan_checkpoints(legacy)
-    assert all(not info.history for _, info in catalog._INFO_CACHE._entries.values())
-    catalog._RECENT_HISTORY.clear()
+    assert all(not info.history for _, info in scan._INFO_CACHE._entries.values())
+    history._RECENT_HISTORY.clear()
     guide = catalog.experiment_history(legacy, GUIDE)
     assert list(guide["val_eer"]) == pytest.approx([10.0 / e for e in range(1, 21)])
     assert len(catalog.checkpoint_details(legacy / GUIDE / "checkpoint_epoch_20_my_experiment.pth")["history"]) == 20
