@@ -1,8 +1,9 @@
-"""Widgets and state shared by every page: the models root, the selected experiments, and
-whether this browser may act (launch, stop, delete).
+"""What every page shares: the navigation (the page list and dashboard.py's script), the models
+root, the selected experiments, whether this browser may act (launch, stop, delete), the page
+title and the one-shot (flash) message an action leaves for the next run.
 
-Both live where a shared URL can carry them: the selection in ``st.query_params["exp"]`` (one
-value per experiment), the models root in session state (seeded from the command line or the
+The selection lives in ``st.query_params["exp"]`` (one value per experiment), so a shared URL
+carries it; the models root lives in session state (seeded from the command line or the
 environment; it is a server path, so it is not put in the URL). Acting needs the dashboard's
 start-up token (training.dashboard.access): the sign-in cookie this session's WebSocket came with,
 or the token put in ``st.session_state["dashboard_token"]`` (how AppTest tests sign in; a browser
