@@ -75,7 +75,8 @@ def test_launch_follow_curves_resume_in_a_real_browser(tmp_path: Path) -> None:
             for name, value in TINY_FORM.items():
                 fill_field(page, name, value)
             launch(page, 1)
-            assert page.get_by_text(f"Experiment folder: {FIRST}").is_visible()
+            # The page reruns after the launch; under load that can come after the "Launched" text.
+            page.get_by_text(f"Experiment folder: {FIRST}").wait_for(timeout=30_000)
             assert page.get_by_label("Models root", exact=True).is_visible(), "the page must run under dashboard.py"
             screenshot(page, "jobs_e2e_1_launched")
 
