@@ -41,16 +41,9 @@ from typing import Any
 import pandas as pd
 
 from training.checkpoint.pool import ReadRequest, read_checkpoint_infos
-from training.checkpoint.reader import (
-    METRIC_KEYS,
-    SIDECAR_SUFFIX,
-    CheckpointInfo,
-    clear_damage_mark,
-    mark_damaged,
-    read_checkpoint_info,
-    sidecar_path,
-    verify_checkpoint_file,
-)
+from training.checkpoint.fsutil import SIDECAR_SUFFIX, remove_checkpoint, sidecar_path
+from training.checkpoint.meta import METRIC_KEYS, CheckpointInfo, read_checkpoint_info
+from training.checkpoint.sidecar import clear_damage_mark, mark_damaged, verify_checkpoint_file
 from training.lock import read_lock_holder
 from training.naming import CHECKPOINT_SUFFIX, checkpoint_sort_key, parse_checkpoint_name, parse_experiment_name
 
@@ -886,8 +879,6 @@ def delete_checkpoints(models_root: Path | str, experiment: str, files: list[str
     for name in names:
         if name in protected:
             raise CatalogError(f"refusing to delete {experiment}/{name}: {protected[name]}")
-    from training.checkpoint.store import remove_checkpoint  # imports torch: only when deleting
-
     for path in paths:
         remove_checkpoint(path)
     _folder_checkpoints(exp_dir)  # drops the deleted files from the cache
