@@ -1,4 +1,4 @@
-"""Checkpoint metadata: training.checkpoint.reader against torch.load(weights_only=True), same files.
+"""Checkpoint metadata: training.checkpoint.meta against torch.load(weights_only=True), same files.
 
 Writes N checkpoints (default 20) that each hold a P-parameter float32 model state (default 25M
 parameters = 100 MB per file, 2 GB in all) in a temporary folder, then times
@@ -35,12 +35,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from training.checkpoint.reader import (  # noqa: E402
-    checkpoint_meta,
-    file_sha256,
-    read_checkpoint_info,
-    write_sidecar,
-)
+from training.checkpoint.meta import checkpoint_meta, read_checkpoint_info  # noqa: E402
+from training.checkpoint.sidecar import file_sha256, write_sidecar  # noqa: E402
 
 
 def model_state(params: int, tensors: int) -> dict[str, torch.Tensor]:

@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from training.checkpoint.reader import checkpoint_meta, file_sha256, write_sidecar  # noqa: E402
+from training.checkpoint.meta import checkpoint_meta  # noqa: E402
+from training.checkpoint.sidecar import file_sha256, write_sidecar  # noqa: E402
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, experiment_name  # noqa: E402
 from training.trainer import LOG_COLUMNS, LOG_NAME  # noqa: E402
 

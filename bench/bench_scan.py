@@ -51,7 +51,8 @@ import torch  # noqa: E402
 
 from training.dashboard import catalog
 from training.checkpoint import pool as ckpt_pool  # noqa: E402
-from training.checkpoint.reader import checkpoint_meta, file_sha256, write_sidecar  # noqa: E402
+from training.checkpoint.meta import checkpoint_meta  # noqa: E402
+from training.checkpoint.sidecar import file_sha256, write_sidecar  # noqa: E402
 from training.config import DEFAULTS  # noqa: E402
 from training.models import build_model  # noqa: E402
 from training.naming import epoch_checkpoint_name, experiment_name  # noqa: E402

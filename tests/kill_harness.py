@@ -12,8 +12,8 @@ from a seeded generator, in three kinds:
 
 * ``launch``: a delay from process start: lands in the torch import, setup or folder preparation;
 * ``train``: a delay after the run printed ``Training ...``: lands in an epoch or a save;
-* ``save``: poll the experiment folder for a save's temporary file (``.X.pth.tmp-PID`` from
-  ``training.checkpoint.store``, ``.X.meta.json.tmp.*`` from the sidecar writer) and kill as soon as one
+* ``save``: poll the experiment folder for a save's temporary file (``.X.pth.tmp.PID.HEX`` or
+  ``.X.pth.meta.json.tmp.PID.HEX``, training.checkpoint.fsutil's one scheme) and kill as soon as one
   appears, i.e. inside ``atomic_save`` or between a checkpoint and its sidecar.
 
 Each kill must lose no complete checkpoint: the next run must resume at least from the newest
@@ -40,7 +40,8 @@ from typing import Any
 import torch
 
 from cli_helpers import run_main, start_main
-from training.checkpoint.reader import SIDECAR_SUFFIX, read_checkpoint_info
+from training.checkpoint.fsutil import SIDECAR_SUFFIX
+from training.checkpoint.meta import read_checkpoint_info
 from training.naming import CHECKPOINT_SUFFIX, parse_checkpoint_name
 from training.trainer import LOG_NAME
 

@@ -20,7 +20,9 @@ from tests import ckpt_factories as F
 from tests.cli_helpers import REPO, TINY, child_env, run_main
 from training.dashboard import catalog, history, scan
 from training.dashboard.catalog import CatalogError
-from training.checkpoint.reader import checkpoint_meta, file_sha256, list_checkpoint_files, sidecar_path, write_sidecar
+from training.checkpoint.fsutil import sidecar_path
+from training.checkpoint.meta import checkpoint_meta, list_checkpoint_files
+from training.checkpoint.sidecar import file_sha256, write_sidecar
 from training.lock import ExperimentLock
 from training.checkpoint.store import load_checkpoint
 
@@ -492,3 +494,26 @@ def test_import_does_not_load_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+DELETE_AND_REPORT_TORCH = """
+import sys
+from pathlib import Path
+from training.dashboard import catalog
+root, experiment = Path(sys.argv[1]), sys.argv[2]
+folder = root / experiment
+deletable = sorted({p.name for p in folder.glob("*.pth")} - set(catalog.protected_checkpoints(root, experiment)))
+print(catalog.delete_checkpoints(root, experiment, deletable[:1]), 'torch' in sys.modules)
+"""
+
+
+def test_deleting_a_checkpoint_does_not_load_torch(trained, tmp_path):
+    """The dashboard's delete action removes files: it has no reason to pay for importing torch."""
+    root = copy_root(trained, tmp_path / "models")
+    out = subprocess.run([sys.executable, "-c", DELETE_AND_REPORT_TORCH, str(root), PARENT], cwd=REPO,
+                         env=child_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    deleted, torch_loaded = out.stdout.strip().rsplit(" ", 1)
+    assert deleted.startswith("['checkpoint_epoch_") and torch_loaded == "False", out.stdout
+    name = deleted.split("'")[1]
+    assert not (root / PARENT / name).exists() and not sidecar_path(root / PARENT / name).exists()

@@ -20,9 +20,9 @@ import ckpt_factories as cf  # noqa: E402
 
 from training.dashboard import catalog
 from training.checkpoint import pool as ckpt_pool  # noqa: E402
-from training.checkpoint import reader as cr  # noqa: E402
+from training.checkpoint import pickle_vm as vm  # noqa: E402
 from training.checkpoint.pool import ReadRequest, read_checkpoint_infos  # noqa: E402
-from training.checkpoint.reader import read_checkpoint_info  # noqa: E402
+from training.checkpoint.meta import read_checkpoint_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -121,22 +121,23 @@ def test_reader_processes_give_the_interpreters_verdict_on_every_file(pool, tmp_
 
 C_PATH_CHECK = r"""
 import json, sys
-from training.checkpoint import reader as cr
+from training.checkpoint import pickle_vm as vm, torchfile
+from training.checkpoint.meta import read_checkpoint_info
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 paths = sys.argv[1:]
-pure = [json.dumps(cr.read_checkpoint_info(p).to_dict(), sort_keys=True) for p in paths]
-cr.enable_c_unpickler()
+pure = [json.dumps(read_checkpoint_info(p).to_dict(), sort_keys=True) for p in paths]
+vm.enable_c_unpickler()
 interpreted = []
-original = cr._unpickle
+original = vm.unpickle
 def counting(data, pos, *args, **kwargs):
     interpreted.append(1)
     return original(data, pos, *args, **kwargs)
-cr._unpickle = counting
+vm.unpickle = torchfile.unpickle = counting  # zip (C path fallback) and legacy files
 out = {}
 for p, want in zip(paths, pure):
     interpreted.clear()
-    got = json.dumps(cr.read_checkpoint_info(p).to_dict(), sort_keys=True)
+    got = json.dumps(read_checkpoint_info(p).to_dict(), sort_keys=True)
     out[p] = {"same": got == want, "c_path": not interpreted}
 print(json.dumps(out))
 """
@@ -160,9 +161,9 @@ def test_c_path_reads_torch_files_itself_and_hands_the_rest_to_the_interpreter(t
 
 
 def test_c_unpickler_is_off_outside_reader_processes():
-    assert cr._C_UNPICKLER_ENABLED is False
+    assert vm._C_UNPICKLER_ENABLED is False
     with pytest.raises(RuntimeError, match="sandboxed"):
-        cr._c_unpickle(cf.pickle_bytes({"epoch": 1}), set())
+        vm._c_unpickle(cf.pickle_bytes({"epoch": 1}), set())
 
 
 def test_readers_are_capped_isolated_and_torch_free(pool):
@@ -225,7 +226,8 @@ import json, random, resource, sys
 from pathlib import Path
 sys.path.insert(0, "tests")
 import ckpt_factories as cf
-from training.checkpoint import reader as cr
+from training.checkpoint import pickle_vm as vm
+from training.checkpoint.meta import read_checkpoint_info
 tmp = Path(sys.argv[1])
 src = cf.save(cf.full_checkpoint(4, numpy_metrics=False), tmp / "src.pth")
 pkl = cf.data_pkl(src)
@@ -233,10 +235,10 @@ rng = random.Random(20261129)
 paths = []
 for i in range(200):
     paths.append(cf.rezip_with_pickle(src, tmp / f"f{i}.pth", cf.mutated(pkl, rng, i)))
-pure = [cr.read_checkpoint_info(p).to_dict() for p in paths]
+pure = [read_checkpoint_info(p).to_dict() for p in paths]
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-cr.enable_c_unpickler()
-print(json.dumps([[want, cr.read_checkpoint_info(p).to_dict()] for p, want in zip(paths, pure)]))
+vm.enable_c_unpickler()
+print(json.dumps([[want, read_checkpoint_info(p).to_dict()] for p, want in zip(paths, pure)]))
 """
 
 

@@ -18,18 +18,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ckpt_factories as cf  # noqa: E402
 
-from training.checkpoint import reader as cr  # noqa: E402
-from training.checkpoint.reader import (  # noqa: E402
+from training.checkpoint import pickle_vm as vm  # noqa: E402
+from training.checkpoint.fsutil import sidecar_path  # noqa: E402
+from training.checkpoint.meta import (  # noqa: E402
+    KINDS,
+    METRIC_KEYS,
     CheckpointInfo,
     checkpoint_meta,
     format_checkpoint_listing,
     list_checkpoint_files,
     read_checkpoint_info,
-    read_sidecar,
-    safe_globals_for,
-    sidecar_path,
-    write_sidecar,
 )
+from training.checkpoint.pickle_vm import safe_globals_for  # noqa: E402
+from training.checkpoint.sidecar import file_sha256, read_sidecar, write_sidecar  # noqa: E402
+from training.checkpoint.torchfile import read_checkpoint_object  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +52,7 @@ def assert_agrees_with_torch(path: Path, info: CheckpointInfo) -> dict:
     assert info.keys == [str(k) for k in obj]
     epoch = obj.get("epoch") if isinstance(obj, dict) else None
     assert info.epoch == epoch
-    for key in cr.METRIC_KEYS:
+    for key in METRIC_KEYS:
         if key in obj:
             assert info.metrics[key] == float(obj[key])
         else:
@@ -93,7 +95,7 @@ def test_reader_meta_equals_trainer_meta(tmp_path):
     live = checkpoint_meta(ck)
     path = cf.save(ck, tmp_path / "checkpoint_interrupt.pth")
     info = read_checkpoint_info(path)
-    assert live == checkpoint_meta(cr.read_checkpoint_object(path))
+    assert live == checkpoint_meta(read_checkpoint_object(path))
     assert json.loads(json.dumps(live)) == live  # JSON-able as it stands
     assert (info.epoch, info.step_in_epoch, info.metrics, info.args, info.history, info.lineage,
             info.keys, info.num_params) == (live["epoch"], 37, live["metrics"], live["args"],
@@ -248,7 +250,7 @@ def test_fuzz_mutated_pickles_never_raise(tmp_path):
     for i in range(250):
         cf.rezip_with_pickle(src, dst, cf.mutated(pkl, rng, i))
         info = read_checkpoint_info(dst)
-        assert info.kind in cr.KINDS and (info.reason is None) == (info.kind in ("full", "weights_only"))
+        assert info.kind in KINDS and (info.reason is None) == (info.kind in ("full", "weights_only"))
         kinds.add(info.kind)
     assert {"full", "unreadable"} <= kinds
     whole = src.read_bytes()
@@ -257,7 +259,7 @@ def test_fuzz_mutated_pickles_never_raise(tmp_path):
         for _ in range(rng.choice([1, 4, 32])):
             data[rng.randrange(len(data))] = rng.randrange(256)
         dst.write_bytes(bytes(data))
-        assert read_checkpoint_info(dst).kind in cr.KINDS
+        assert read_checkpoint_info(dst).kind in KINDS
     # flipped bytes in the stored data.pkl are caught by its CRC
     at = whole.index(b"model_state_dict")
     dst.write_bytes(whole[:at] + b"X" + whole[at + 1:])
@@ -267,7 +269,7 @@ def test_fuzz_mutated_pickles_never_raise(tmp_path):
 BOMBS = r'''
 import resource, sys, time, zipfile
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # 1 GiB: a blow-up fails loudly
-from training.checkpoint.reader import read_checkpoint_info
+from training.checkpoint.meta import read_checkpoint_info
 
 def zipped(name, pkl):
     path = f"{sys.argv[1]}/{name}.pth"
@@ -333,7 +335,7 @@ def test_reader_imports_neither_torch_nor_numpy(tmp_path):
     path = cf.save(cf.full_checkpoint(3, args=cf.namespace_args()), tmp_path / "c.pth")
     code = textwrap.dedent(f"""
         import sys
-        from training.checkpoint.reader import read_checkpoint_info
+        from training.checkpoint.meta import read_checkpoint_info
         info = read_checkpoint_info({str(path)!r})
         assert info.kind == "full" and info.metrics["val_eer"] == 0.16, info
         bad = [m for m in ("torch", "numpy") if m in sys.modules]
@@ -347,10 +349,10 @@ def test_reader_imports_neither_torch_nor_numpy(tmp_path):
 def test_allowlist_mirrors_torch_weights_only():
     from torch._weights_only_unpickler import _get_allowed_globals
 
-    assert cr.TORCH_WEIGHTS_ONLY_GLOBALS == set(_get_allowed_globals())
-    extras = set(cr._GLOBALS) - cr.TORCH_WEIGHTS_ONLY_GLOBALS
+    assert vm.TORCH_WEIGHTS_ONLY_GLOBALS == set(_get_allowed_globals())
+    extras = set(vm._GLOBALS) - vm.TORCH_WEIGHTS_ONLY_GLOBALS
     assert all(n.split(".")[0] in ("numpy", "argparse", "builtins") for n in extras), extras
-    assert not any(n.split(".")[0] in ("os", "posix", "nt", "sys", "subprocess") for n in cr._GLOBALS)
+    assert not any(n.split(".")[0] in ("os", "posix", "nt", "sys", "subprocess") for n in vm._GLOBALS)
 
 
 # --- sidecars -------------------------------------------------------------------------------------
@@ -359,7 +361,7 @@ def _with_sidecar(tmp_path: Path) -> tuple[Path, dict]:
     ck = cf.full_checkpoint(10)
     path = cf.save(ck, tmp_path / "checkpoint_epoch_10.pth")
     meta = checkpoint_meta(ck)
-    write_sidecar(path, meta, cr.file_sha256(path))
+    write_sidecar(path, meta, file_sha256(path))
     return path, meta
 
 
@@ -373,7 +375,7 @@ def test_valid_sidecar_is_used(tmp_path):
     assert read_sidecar(path) == meta
     info = read_checkpoint_info(path)
     assert info.source == "sidecar" and info.complete
-    assert info.sha256 == cr.file_sha256(path)
+    assert info.sha256 == file_sha256(path)
     from_pickle = read_checkpoint_info(path, use_sidecar=False)
     assert from_pickle.source == "pickle" and not from_pickle.complete
     same = ("kind", "epoch", "step_in_epoch", "metrics", "best_epoch", "args", "history",

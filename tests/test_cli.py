@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cli_helpers import TINY, child_env, load, run_main, same_weights, start_main, stop_with, wait_for
-from training.checkpoint.reader import sidecar_path
+from training.checkpoint.fsutil import sidecar_path
 from training.naming import experiment_name
 
 EXP1 = "lcnn_DF_CCE_4_8_0.001_group3_contrastiveFalse_exp1"

@@ -49,10 +49,12 @@ from kill_harness import (
 )
 from training.dashboard import catalog
 from training.dashboard import views
-from training.checkpoint.reader import read_checkpoint_info, read_sidecar, sidecar_path
+from training.checkpoint.fsutil import remove_checkpoint, sidecar_path
+from training.checkpoint.meta import read_checkpoint_info
+from training.checkpoint.sidecar import read_sidecar
 from training.lock import read_lock_holder
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, interrupt_checkpoint_name
-from training.checkpoint.store import link_or_copy, read_checkpoint_file, remove_checkpoint, save_checkpoint
+from training.checkpoint.store import link_or_copy, read_checkpoint_file, save_checkpoint
 from training.trainer import LOG_NAME, StartPlan, Trainer
 
 COMMENT = "crash"

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from cli_helpers import REPO, TINY, load, run_main, start_main, stop_with, wait_for
 from training.dashboard import access as dashboard_access
-from training.checkpoint.reader import sidecar_path
+from training.checkpoint.fsutil import sidecar_path
 from training.dashboard.views import STATUSES
 
 A = "lcnn_DF_CCE_3_8_0.001_group3_contrastiveFalse_a"

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from cli_helpers import TINY, run_cli, tree_digest
-from training.checkpoint.reader import read_checkpoint_info, sidecar_path
+from training.checkpoint.fsutil import sidecar_path
+from training.checkpoint.meta import read_checkpoint_info
 from training.config import DEFAULTS
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, experiment_name, parse_checkpoint_name
 from training.checkpoint.store import save_checkpoint

@@ -63,8 +63,8 @@ def test_comment_that_would_leave_the_root_or_break_a_name_is_refused_before_any
 
 
 def test_longest_file_name_matches_what_the_sidecar_writer_makes(tmp_path: Path) -> None:
-    """The length rule assembles the same temporary name ckpt_reader.write_sidecar uses."""
-    from training.checkpoint.reader import write_sidecar
+    """The length rule assembles the same temporary name sidecar.write_sidecar uses (fsutil's one scheme)."""
+    from training.checkpoint.sidecar import write_sidecar
 
     pth = tmp_path / "checkpoint_epoch_1000_abc.pth"
     pth.write_bytes(b"x")
@@ -279,7 +279,7 @@ def listing_entry(cwd: Path, name: str, *flags: str) -> list[str]:
 @pytest.mark.parametrize("how", [["--resume"], []], ids=["resume", "pretrained"])
 def test_loading_a_bit_flipped_checkpoint_is_refused_and_leaves_a_damage_mark(
         two_epochs: Path, tmp_path: Path, with_sidecar: bool, how: list[str]) -> None:
-    from training.checkpoint.reader import sidecar_path
+    from training.checkpoint.fsutil import sidecar_path
 
     folder = copy_run(two_epochs, tmp_path)
     target = folder / "checkpoint_epoch_2_v.pth"
@@ -308,7 +308,7 @@ def test_auto_resume_leaves_a_damage_mark_on_the_file_it_skips(two_epochs: Path,
     assert result.code == 0, result.text
     assert f"skipping {target.relative_to(tmp_path)}: damaged" in result.out
     # The run trained epoch 2 again; the damaged file was moved aside with its (marked) sidecar.
-    from training.checkpoint.reader import read_checkpoint_info
+    from training.checkpoint.meta import read_checkpoint_info
     (moved,) = folder.glob(f"archive/*/{target.name}")
     assert read_checkpoint_info(moved).kind == "damaged"
     assert read_checkpoint_info(target).kind == "full" and read_checkpoint_info(target).complete

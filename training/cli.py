@@ -103,7 +103,7 @@ def check_combinations(args: dict[str, Any]) -> None:
 def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), verify: bool = False) -> int:
     """Print the folder's checkpoints from their metadata. Files found damaged by an earlier
     verification show as damaged; ``verify`` hashes every file first (and marks or clears)."""
-    from training.checkpoint.reader import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
+    from training.checkpoint.meta import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
 
     folder = experiment_dir(args)
     if not folder.is_dir():
@@ -145,7 +145,7 @@ def folders_matching(args: dict[str, Any], explicit: set[str]) -> list[Path]:
 def _verify_files(files: list[Path]) -> list[Path]:
     """Hash each file against its sidecar (else its zip CRCs); mark the damaged ones, clear the
     marks of files that verify again. Returns the damaged files."""
-    from training.checkpoint.reader import clear_damage_mark, mark_damaged, verify_checkpoint_file
+    from training.checkpoint.sidecar import clear_damage_mark, mark_damaged, verify_checkpoint_file
 
     damaged = []
     for path in files:

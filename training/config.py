@@ -278,7 +278,7 @@ def _fs_limit(path: Path, key: str, default: int) -> int:
 def longest_file_name(comment: str | None, num_epochs: int) -> str:
     """The longest file name a run with this comment writes: the temporary name of the sidecar
     of its last epoch's (or interrupt) checkpoint, with the largest pid the kernel hands out.
-    Mirrors training.naming and ckpt_reader.write_sidecar (a test keeps them in step)."""
+    Mirrors training.naming and training.checkpoint.fsutil's temporary names (a test keeps them in step)."""
     tag = f"_{comment}" if comment else ""
     stems = (f"checkpoint_epoch_{num_epochs}{tag}", f"checkpoint_interrupt{tag}", f"best_checkpoint_eer{tag}")
     stem = max(stems, key=lambda s: len(s.encode("utf-8", "surrogateescape")))

@@ -50,8 +50,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from training.attention import ATTENTION_DIR, choose_utterances, collect_attention, is_render_epoch, write_attention
-from training.checkpoint.reader import (CheckpointInfo, checkpoint_meta, file_sha256, list_checkpoint_files,
-                                  read_checkpoint_info, read_checkpoint_object, read_sidecar, sidecar_path)
+from training.checkpoint.fsutil import remove_checkpoint, remove_stale_temp_files, sidecar_path
+from training.checkpoint.meta import CheckpointInfo, checkpoint_meta, list_checkpoint_files, read_checkpoint_info
+from training.checkpoint.sidecar import file_sha256, read_sidecar
+from training.checkpoint.torchfile import read_checkpoint_object
 from training.data.datasets import build_datasets
 from training.lock import ExperimentLock
 from training.losses import build_criterion
@@ -71,8 +73,6 @@ from training.checkpoint.store import (
     CheckpointWriter,
     LoadedCheckpoint,
     link_or_copy,
-    remove_checkpoint,
-    remove_stale_temp_files,
     save_checkpoint,
     snapshot_to_cpu,
     state_nbytes,

@@ -1,14 +1,14 @@
 """Reading many checkpoints at once: disposable, memory-capped reader processes.
 
-:mod:`training.checkpoint.reader`'s pickle interpreter is safe in any process but costs about a
+:mod:`training.checkpoint.pickle_vm`'s interpreter is safe in any process but costs about a
 microsecond per opcode, and a trainer checkpoint is thousands of opcodes (every tensor of the
 model and of the optimizer state), so a first scan of 1,000 small checkpoints took seconds.
 CPython's C unpickler runs the same pickle, with the same allowlist, about ten times faster, but
 it is only safe where a crafted file can at worst exhaust or crash a process that holds nothing
-else (see "the C unpickler" in ckpt_reader). So a batch of files goes to reader processes that:
+else (see "the C unpickler" in pickle_vm). So a batch of files goes to reader processes that:
 
 * start as ``python -I -S`` (no site-packages, no environment variables, no current folder on
-  ``sys.path``) and import ckpt_reader alone, never torch;
+  ``sys.path``) and import the torch-free reader alone (training.checkpoint.meta), never torch;
 * cap their own address space (``RLIMIT_AS``), write no core dumps, ignore Ctrl-C and exit when
   their stdin closes, which also happens when this process dies;
 * get a chunk of paths as one JSON line and answer it with one JSON line of the files'
@@ -26,7 +26,7 @@ off; every file is then read in this process.
 Each file gets the verdict the interpreter gives it (kind, reason, metadata): the C path hands
 any file it cannot read to the interpreter, and tests/test_ckpt_pool.py compares the two on real,
 crafted and fuzzed files. The one documented difference: the C path does not check tensors the
-metadata never reads (see ckpt_reader).
+metadata never reads (see pickle_vm).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from training.checkpoint import reader as ckpt_reader
-from training.checkpoint.reader import KINDS, CheckpointInfo, read_checkpoint_info
+from training.checkpoint.meta import KINDS, CheckpointInfo, read_checkpoint_info
+from training.checkpoint.pickle_vm import enable_c_unpickler
 
 __all__ = ["ReadRequest", "read_checkpoint_infos", "start", "shutdown", "process_count", "MIN_BATCH"]
 
@@ -74,7 +74,7 @@ def reader_main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_BYTES, ADDRESS_SPACE_BYTES))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is for the dashboard
-    ckpt_reader.enable_c_unpickler()
+    enable_c_unpickler()
     # A checkpoint's pickle makes tens of thousands of objects, freed by reference counting; the
     # cyclic collector would walk them again and again while they live (~10% of the time for a
     # large model). It runs once per chunk instead, over what was made since start-up (frozen):

@@ -1,9 +1,9 @@
 """The checkpoint store: crash-safe saving and safe loading of checkpoint files.
 
-Saving is atomic: the bytes go to a temporary file in the same folder, are flushed and fsynced,
-then ``os.replace`` puts the file in place and the folder is fsynced. A reader therefore sees a
-checkpoint complete or not at all. A small JSON sidecar (``X.pth.meta.json``, see
-``training.checkpoint.reader``) is written after the file, so its presence marks the checkpoint
+Saving is atomic (:func:`training.checkpoint.fsutil.atomic_write`: a temporary file in the same
+folder, fsynced, renamed into place, the folder fsynced). A reader therefore sees a checkpoint
+complete or not at all. A small JSON sidecar (``X.pth.meta.json``, see
+:mod:`training.checkpoint.sidecar`) is written after the file, so its presence marks the checkpoint
 complete and readers can skip opening the ``.pth``. Nothing is ever overwritten in place, so a
 failed save (full disk, kill) leaves every earlier checkpoint as it was.
 
@@ -17,19 +17,19 @@ and ``argparse.Namespace`` (the original script stored its args that way).
 
 Every load for training is verified first (:func:`read_verified_checkpoint`): the sidecar's
 sha256 when a valid sidecar has one, else the zip records' CRC-32s. A file that fails is refused
-and marked damaged in its sidecar (``ckpt_reader.mark_damaged``), so listings show it afterwards.
+and marked damaged in its sidecar (``sidecar.mark_damaged``), so listings show it afterwards.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import re
 import shutil
 import stat
 import threading
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,19 +38,12 @@ from typing import Any
 
 import torch
 
-from training.checkpoint.reader import (
-    SIDECAR_MISMATCH,
-    all_extra_safe_globals,
-    checkpoint_meta,
-    clear_damage_mark,
-    mark_damaged,
-    read_checkpoint_info,
-    sidecar_path,
-    write_sidecar,
-    zip_crc_problem,
-)
+from training.checkpoint.fsutil import atomic_place, atomic_write, sidecar_path
+from training.checkpoint.meta import checkpoint_meta, read_checkpoint_info
+from training.checkpoint.pickle_vm import all_extra_safe_globals
+from training.checkpoint.sidecar import SIDECAR_MISMATCH, clear_damage_mark, mark_damaged, write_sidecar
+from training.checkpoint.torchfile import zip_crc_problem
 
-TMP_MARK = ".tmp-"
 FREE_SPACE_MARGIN = 1.2          # need this many times the checkpoint's size free ...
 FREE_SPACE_EXTRA = 16 * 2**20    # ... plus this, for the sidecar, the log and the filesystem
 
@@ -70,16 +63,9 @@ class DiskSpaceError(WriteError):
 
 # Write failures reported as one line naming the file and folder, whoever raised them.
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
-_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 # --- loading ---------------------------------------------------------------------------------
-
-def _safe_globals() -> list[Any]:
-    """Data-only globals that older checkpoints contain, beyond torch's own allowlist: numpy
-    scalars and arrays (numpy 1 and 2 names) and argparse.Namespace. The reader owns the list."""
-    return all_extra_safe_globals()
-
 
 def load_checkpoint(path: Path | str, data: bytes | None = None) -> Any:
     """``torch.load(weights_only=True)`` onto the CPU, with one-line errors naming the file.
@@ -89,9 +75,11 @@ def load_checkpoint(path: Path | str, data: bytes | None = None) -> Any:
     path = Path(path)
     if data is None:
         check_checkpoint_path(path)
-    source: Any = path if data is None else _BytesReader(data)
+    source: Any = path if data is None else io.BytesIO(data)  # BytesIO(bytes) shares, not copies
     try:
-        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+        # Data-only globals that older checkpoints contain beyond torch's own allowlist (numpy
+        # scalars and arrays, argparse.Namespace): the reader's allowlist owns the list.
+        with torch.serialization.safe_globals(all_extra_safe_globals()), warnings.catch_warnings():
             # torch warns (several lines on stderr) about pickle protocols it may not parse;
             # a failure is reported below in one line instead.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -139,17 +127,6 @@ def _describe_load_error(exc: Exception, path: Path | None = None) -> str:
         return f"not a readable checkpoint ({causes[0][:200] if causes else 'unpickling failed'})"
     first_line = lines[0].split(". ")[0] if lines else type(exc).__name__
     return f"not a readable checkpoint ({type(exc).__name__}: {first_line[:160]})"
-
-
-class _BytesReader:
-    """A minimal seekable reader over bytes (``io.BytesIO`` copies; this does not)."""
-
-    def __init__(self, data: bytes):
-        import io
-        self._io = io.BytesIO(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._io, name)
 
 
 @dataclass
@@ -274,14 +251,6 @@ class _HashingWriter:
         self._f.flush()
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1024 or unit == "TB":
@@ -337,18 +306,16 @@ def write_failure(exc: BaseException, path: Path, written: int, expected: int | 
 
 def atomic_save(obj: Any, path: Path) -> tuple[int, str]:
     """Write ``obj`` to ``path`` atomically. Returns (size in bytes, sha256 hex)."""
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     writer: _HashingWriter | None = None
+
+    def write(f: Any) -> None:
+        nonlocal writer
+        writer = _HashingWriter(f)
+        torch.save(obj, writer)
+
     try:
-        with open(tmp, "wb") as f:
-            writer = _HashingWriter(f)
-            torch.save(obj, writer)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        atomic_write(path, write)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         cause = writer.error if writer is not None and writer.error is not None else exc
         failure = write_failure(cause, path, writer.size if writer is not None else 0)
         if failure is not None:
@@ -374,49 +341,23 @@ def save_checkpoint(obj: Mapping[str, Any], path: Path, expected_size: int | Non
 
 def link_or_copy(src: Path, dst: Path, sha256: str, meta: Mapping[str, Any]) -> None:
     """Publish ``src`` under the name ``dst`` atomically (a hard link costs no I/O), with a sidecar."""
-    tmp = dst.with_name(f".{dst.name}{TMP_MARK}{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
+
+    def link_or_copy_to(tmp: Path) -> None:
         try:
             os.link(src, tmp)
         except OSError:  # filesystems without hard links
             shutil.copyfile(src, tmp)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-        os.replace(tmp, dst)
-        fsync_dir(dst.parent)
+
+    try:
+        atomic_place(dst, link_or_copy_to)
         write_sidecar(dst, dict(meta), sha256)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         failure = write_failure(exc, dst, 0, src.stat().st_size if src.exists() else None)
         if failure is not None:
             raise failure from None
         raise
-
-
-def remove_checkpoint(path: Path) -> None:
-    """Delete a checkpoint and its sidecar (sidecar first: a .pth without one is still valid)."""
-    sidecar_path(path).unlink(missing_ok=True)
-    path.unlink(missing_ok=True)
-
-
-# Temporary names of interrupted saves: ``.X.pth.tmp-PID`` (atomic_save, link_or_copy) and
-# ``.X.pth.meta.json.tmp.PID.HEX`` (the sidecar writer).
-_STALE_TEMP = re.compile(r"^\..+\.pth(?:\.meta\.json)?\.tmp[-.]\d+")
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temporary files that killed saves left in ``folder`` and return them.
-
-    A process killed inside a save cannot clean up after itself, and each leftover is as large
-    as a checkpoint. Call this only while holding the folder's lock: then no save is in flight.
-    """
-    removed = []
-    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        if _STALE_TEMP.match(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 def snapshot_to_cpu(obj: Any) -> Any:
@@ -454,7 +395,6 @@ class CheckpointWriter:
         self.background = background
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self.last_blocked_s = 0.0
         self._buffers: dict[tuple, torch.Tensor] = {}
 
     def snapshot(self, obj: Any) -> Any:
@@ -499,9 +439,7 @@ class CheckpointWriter:
 
     def wait(self) -> None:
         if self._thread is not None:
-            start = time.perf_counter()
             self._thread.join()
-            self.last_blocked_s = time.perf_counter() - start
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
@@ -525,7 +463,7 @@ def find_latest_good_checkpoint(exp_dir: Path, echo: Callable[[str], None]) -> L
     Incomplete, truncated, corrupt, hostile and weights-only files are skipped with one line
     each naming the file and why. Nothing is deleted or rewritten here.
     """
-    from training.checkpoint.reader import list_checkpoint_files, read_checkpoint_info
+    from training.checkpoint.meta import list_checkpoint_files, read_checkpoint_info
     from training.naming import carries_run_tag, parse_checkpoint_name, parse_experiment_name
 
     folder = parse_experiment_name(Path(exp_dir).name)  # {} for a name of no known scheme: any tag

@@ -21,8 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-from training.checkpoint.reader import (clear_damage_mark, mark_damaged, read_checkpoint_info, sidecar_path,
-                                        verify_checkpoint_file)
+from training.checkpoint.fsutil import sidecar_path
+from training.checkpoint.meta import read_checkpoint_info
+from training.checkpoint.sidecar import clear_damage_mark, mark_damaged, verify_checkpoint_file
 from training.dashboard import history, scan
 from training.dashboard.history import (HISTORY_COLUMNS, LOG_NAME, as_epoch, best_result, experiment_history,
                                         history_rows, own_history, read_histories_ahead, run_lineage)

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from training.checkpoint.pool import ReadRequest, read_checkpoint_infos
-from training.checkpoint.reader import read_checkpoint_info
+from training.checkpoint.meta import read_checkpoint_info
 from training.dashboard.scan import (CACHE_MAX_ENTRIES, FileCache, ScannedCheckpoint, experiment_dir,
                                      folder_checkpoints, is_experiment_name, newest_full, typed_frame)
 

@@ -2,8 +2,8 @@
 
 Kept: best checkpoints (and the epoch file of the best epoch), the newest checkpoint, the
 interrupt checkpoint, and anything a running run or an active job uses. Deleting checks every
-name first and deletes nothing when one is refused; it is the only place the dashboard imports
-torch (through :func:`training.checkpoint.store.remove_checkpoint`), on first use.
+name first and deletes nothing when one is refused; deleting imports no torch
+(:func:`training.checkpoint.fsutil.remove_checkpoint`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from training.checkpoint.fsutil import remove_checkpoint
 from training.dashboard.history import best_result, own_history
 from training.dashboard.scan import CatalogError, experiment_dir, folder_checkpoints, newest_full
 from training.lock import read_lock_holder
@@ -126,7 +127,6 @@ def delete_checkpoints(models_root: Path | str, experiment: str, files: list[str
     for name in names:
         if name in protected:
             raise CatalogError(f"refusing to delete {experiment}/{name}: {protected[name]}")
-    from training.checkpoint.store import remove_checkpoint  # imports torch: only when deleting
 
     for path in paths:
         remove_checkpoint(path)

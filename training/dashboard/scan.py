@@ -1,7 +1,7 @@
 """Scanning a models root: its experiment folders, their checkpoint files (one row each, as
 pandas), and the per-file cache that makes a rescan cost about one ``os.stat`` per file.
 
-Checkpoint metadata comes through :mod:`training.checkpoint.reader` (sidecar or the pickle only,
+Checkpoint metadata comes through :mod:`training.checkpoint.meta` (sidecar or the pickle only,
 never the tensors, never torch), read in batches by the reader processes of
 :mod:`training.checkpoint.pool`. Layout of a models root::
 
@@ -34,7 +34,8 @@ from typing import Any
 import pandas as pd
 
 from training.checkpoint.pool import ReadRequest, read_checkpoint_infos
-from training.checkpoint.reader import METRIC_KEYS, SIDECAR_SUFFIX, CheckpointInfo
+from training.checkpoint.fsutil import SIDECAR_SUFFIX
+from training.checkpoint.meta import METRIC_KEYS, CheckpointInfo
 from training.naming import CHECKPOINT_SUFFIX, checkpoint_sort_key, parse_checkpoint_name
 
 ARCHIVE_DIRNAME = "archive"
@@ -45,7 +46,7 @@ CHECKPOINT_COLUMNS = (
 
 # The catalog's kind: what a user can do with the file. Full files named best are "best".
 # damaged: a verification (a training load, --list_checkpoints --verify, checkpoint_details(verify=True))
-# found its bytes changed since the save; the mark lives in its sidecar (ckpt_reader "Damage marks").
+# found its bytes changed since the save; the mark lives in its sidecar (training.checkpoint.sidecar).
 _KIND_NAMES = {"full": "full", "weights_only": "legacy", "unreadable": "unreadable", "unsafe": "unsafe",
                "damaged": "damaged"}
 _READABLE_KINDS = ("full", "weights_only")
@@ -234,7 +235,7 @@ Listing = list[tuple[str, Signature]]
 def list_folder(exp_dir: Path) -> Listing:
     """(file name, signature) of each checkpoint in the folder, in checkpoint order.
 
-    The rule is ckpt_reader.list_checkpoint_files' (``*.pth`` regular files, no dot-files; a
+    The rule is training.checkpoint.meta.list_checkpoint_files' (``*.pth`` regular files, no dot-files; a
     test keeps them equal), but one directory read also tells which sidecars exist, so a
     rescan pays one ``stat`` per file (two with a sidecar) and no failing ``stat`` calls.
     """

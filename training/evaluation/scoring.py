@@ -151,7 +151,7 @@ class ScoringModel:
 def file_sha256(path: Path) -> str:
     """The checkpoint's sha256: its sidecar's when the sidecar vouches for the file (it was
     verified by the load), else hashed here."""
-    from training.checkpoint.reader import read_checkpoint_info
+    from training.checkpoint.meta import read_checkpoint_info
 
     info = read_checkpoint_info(path)
     if info.source == "sidecar" and info.sha256:

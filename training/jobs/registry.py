@@ -447,7 +447,7 @@ def _checkpoint_args(model_path: str) -> dict[str, Any]:
     An unreadable file is not an error at launch: the trainer reports it (exit 2) in the log.
     """
     try:
-        from training.checkpoint.reader import read_checkpoint_info  # may not exist yet; may be slow
+        from training.checkpoint.meta import read_checkpoint_info  # may not exist yet; may be slow
     except ImportError:
         return {}
     try:
