@@ -454,7 +454,7 @@ def test_running_experiment_protects_everything(trained, tmp_path):
 
 
 def test_active_job_protects_its_model_path(trained, tmp_path):
-    from training.jobs import registry as jobs
+    from training import jobs
 
     root = copy_root(trained, tmp_path / "models")
     unprotected = sorted(set(p.name for p in (root / PARENT).glob("*.pth"))

@@ -1,4 +1,4 @@
-"""training.jobs.registry with real processes and real signals: nothing about processes is mocked.
+"""training.jobs (registry, control, supervisor) with real processes and real signals: nothing about processes is mocked.
 
 Two kinds of child program:
 - stand-ins (``python -c ...`` through ``launch(..., _program_argv=...)``): they receive exactly
@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import kill_job_leftovers
-from training.jobs import registry as jobs
-from training.jobs.registry import JobConflict
+from training import jobs
+from training.jobs import JobConflict
+from training.jobs.registry import terminal_text
 from training.lock import ExperimentLock
 from training.naming import epoch_checkpoint_name, experiment_name
 from training.proc import is_alive, process_start_time
@@ -149,8 +150,8 @@ def test_model_path_outside_the_root_is_refused(root: Path, tmp_path: Path) -> N
 
 def test_tail_log_reads_like_a_terminal() -> None:
     raw = "epoch 1\r\n  0%|  | 0/4\r 50%|# | 2/4\r100%|##| 4/4\nval EER 1.0%\n 10%|"
-    assert jobs._terminal_text(raw) == "epoch 1\n100%|##| 4/4\nval EER 1.0%\n 10%|"
-    assert jobs._terminal_text("ent line\nnext\n", cut=True) == "next\n"
+    assert terminal_text(raw) == "epoch 1\n100%|##| 4/4\nval EER 1.0%\n 10%|"
+    assert terminal_text("ent line\nnext\n", cut=True) == "next\n"
 
 
 # --- lifecycle with stand-in programs -------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_exit_codes_and_signals_without_stop_are_failures(root: Path) -> None:
 def test_supervisor_records_exit_after_launcher_exits(root: Path) -> None:
     launcher = textwrap.dedent(f"""
         import sys
-        from training.jobs import registry as jobs
+        from training import jobs
         job = jobs.launch({str(root)!r}, "fresh", {{"comment": "orphan"}}, _program_argv=[
             sys.executable, "-c", "import sys, time; time.sleep(1.5); sys.exit(7)"])
         print(job.id)

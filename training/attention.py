@@ -42,10 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.labels import LABEL_NAMES
+
 ATTENTION_DIR = "attention"
 NPZ_NAME = "attention.npz"
 ARRAY_KEYS = ("temporal", "intra", "inter", "label", "score", "utt_id")
-LABEL_NAMES = {1: "bonafide", 0: "spoof"}  # training.models.base: label 1 = bona fide
 BONAFIDE_THRESHOLD = math.log(0.5)
 _SAMPLE_STREAM = 0xA77E  # a stream of its own: choosing the utterances draws from no global RNG
 _MAX_UTT_CHARS = 80

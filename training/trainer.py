@@ -4,6 +4,9 @@ One class, small ``_setup_*`` methods, one obvious path (after torchtune's recip
 
     Trainer(args, plan).run()  ->  exit code
 
+``args`` hold every option as its type (``training.config.typed_args``, applied by the CLI where
+a checkpoint's stored values are merged in), so nothing here casts them.
+
 ``plan`` says how to begin (``StartPlan``: fresh, resume, or pretrained weights); the CLI
 decides it. Exact resume means: training N epochs straight, or k epochs, being killed, and
 resuming to N, gives bit-identical weights and metrics on the CPU. That needs, besides model and
@@ -58,6 +61,8 @@ from training.losses import build_criterion
 from training.metrics import compute_eer
 from training.models import build_model, check_model_args, with_head_version
 from training.naming import (
+    ARCHIVE_DIRNAME,
+    LOG_NAME,
     best_checkpoint_name,
     carries_run_tag,
     epoch_checkpoint_name,
@@ -79,7 +84,6 @@ from training.checkpoint.store import (
 )
 
 CHECKPOINT_FORMAT = 1
-LOG_NAME = "training_log.csv"
 LOG_COLUMNS = ("epoch", "train_loss", "train_eer", "val_loss", "val_acc", "val_eer", "best_val_eer",
                "lr", "epoch_seconds", "timestamp", "experiment")
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -320,12 +324,12 @@ class Trainer:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
         torch.backends.cudnn.benchmark = False
-        seed_everything(int(self.args["seed"]))
+        seed_everything(self.args["seed"])
 
     def _setup_data(self) -> None:
         self.train_set, self.val_set = build_datasets(self.args)
         # --visualize_attention: the same validation utterances at every rendered epoch.
-        self.viz_indices = (choose_utterances(self.val_set.labels, int(self.args["viz_samples"]), int(self.args["seed"]))
+        self.viz_indices = (choose_utterances(self.val_set.labels, self.args["viz_samples"], self.args["seed"])
                             if self.args.get("visualize_attention") else [])
 
     def _setup_model(self) -> None:
@@ -358,9 +362,9 @@ class Trainer:
                                   f"with these arguments: {', '.join(detail)}")
 
     def _setup_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.args["lr"]),
-                                          weight_decay=float(self.args["weight_decay"]))
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(self.args["num_epochs"]))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.args["lr"],
+                                          weight_decay=self.args["weight_decay"])
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.args["num_epochs"])
                           if self.args.get("scheduler") == "cosine" else None)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
 
@@ -372,11 +376,11 @@ class Trainer:
         ckpt = source.full
         self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         for group in self.optimizer.param_groups:  # the command line's lr / weight decay win
-            group["lr"] = float(self.args["lr"])
-            group["weight_decay"] = float(self.args["weight_decay"])
+            group["lr"] = self.args["lr"]
+            group["weight_decay"] = self.args["weight_decay"]
         if self.scheduler is not None and ckpt.get("scheduler_state_dict"):
             self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
-            self.scheduler.T_max = int(self.args["num_epochs"])
+            self.scheduler.T_max = self.args["num_epochs"]
         if self.scaler is not None and ckpt.get("scaler_state_dict"):
             self.scaler.load_state_dict(ckpt["scaler_state_dict"])
         self.epoch = int(ckpt["epoch"])
@@ -396,7 +400,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        target = int(self.args["num_epochs"])
+        target = self.args["num_epochs"]
         self._refuse_mixing_runs()
         with ExperimentLock(self.exp_dir):
             leftovers = remove_stale_temp_files(self.exp_dir)  # we hold the lock: no save is in flight
@@ -466,24 +470,24 @@ class Trainer:
 
     def _render_attention(self, epoch: int, target: int) -> None:
         """``attention/epoch_N/`` on the scheduled epochs (training.attention); draws no RNG."""
-        if not self.viz_indices or not is_render_epoch(epoch, target, int(self.args["viz_frequency"])):
+        if not self.viz_indices or not is_render_epoch(epoch, target, self.args["viz_frequency"]):
             return
         arrays = collect_attention(self.model, self.val_set, self.viz_indices, self.device,
-                                   int(self.args["batch_size"]))
+                                   self.args["batch_size"])
         folder = write_attention(self.exp_dir / ATTENTION_DIR, f"epoch_{epoch}", arrays)
         self.echo(f"Attention maps of epoch {epoch}: {folder}")
 
     def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
         # A private generator: creating an iterator must not draw from the global torch RNG,
         # or a resumed epoch would see a different dropout stream than an uninterrupted one.
-        workers = int(self.args.get("num_workers") or 0)
+        workers = self.args.get("num_workers") or 0
         return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
                           generator=torch.Generator(), pin_memory=self.device.type == "cuda",
                           worker_init_fn=_ignore_stop_signals if workers else None)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        batches = epoch_batches(len(self.train_set), int(self.args["batch_size"]), int(self.args["seed"]), epoch)
+        batches = epoch_batches(len(self.train_set), self.args["batch_size"], self.args["seed"], epoch)
         start = self.resume_step
         sums = EpochSums.from_state(self.resume_sums, self.device) if self.resume_sums else EpochSums()
         self.resume_step, self.resume_sums = 0, None
@@ -536,7 +540,7 @@ class Trainer:
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
         self.model.eval()
-        batch_size = int(self.args["batch_size"])
+        batch_size = self.args["batch_size"]
         order = list(range(len(self.val_set)))
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         sums = EpochSums()
@@ -683,7 +687,7 @@ class Trainer:
             self._archive(earlier, "Fresh start: the folder had an earlier run")
             return
         here = (self.epoch, self.resume_step)
-        target = int(self.args["num_epochs"])
+        target = self.args["num_epochs"]
 
         # Names this run will write: a file holding one is in the way whatever it says it holds
         # (e.g. a corrupt copy of an older epoch that auto-resume skipped). Judged per existing
@@ -749,15 +753,15 @@ class Trainer:
         """``archive/<time>/``, never one that exists: two archivings in one second must not
         move a file onto a same-named one archived before."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        (self.exp_dir / "archive").mkdir(parents=True, exist_ok=True)
+        (self.exp_dir / ARCHIVE_DIRNAME).mkdir(parents=True, exist_ok=True)
         for n in range(1, 10_000):
-            folder = self.exp_dir / "archive" / (stamp if n == 1 else f"{stamp}-{n}")
+            folder = self.exp_dir / ARCHIVE_DIRNAME / (stamp if n == 1 else f"{stamp}-{n}")
             try:
                 folder.mkdir()
                 return folder
             except FileExistsError:
                 continue
-        raise CheckpointError(f"{self.exp_dir / 'archive'}: no free folder name for {stamp}")
+        raise CheckpointError(f"{self.exp_dir / ARCHIVE_DIRNAME}: no free folder name for {stamp}")
 
     # -- signals --------------------------------------------------------------------------------
 

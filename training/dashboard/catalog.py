@@ -51,8 +51,10 @@ from training.checkpoint.reader import (
     sidecar_path,
     verify_checkpoint_file,
 )
+from training.checkpoint import resumable
 from training.lock import read_lock_holder
-from training.naming import CHECKPOINT_SUFFIX, checkpoint_sort_key, parse_checkpoint_name, parse_experiment_name
+from training.naming import (ARCHIVE_DIRNAME, CHECKPOINT_SUFFIX, LOG_NAME, checkpoint_sort_key, parse_checkpoint_name,
+                             parse_experiment_name)
 
 __all__ = [
     "CHECKPOINT_COLUMNS",
@@ -75,9 +77,6 @@ __all__ = [
 
 # Same names as training.trainer.LOG_NAME / LOG_COLUMNS (a test checks it): importing the
 # trainer would import torch, which the dashboard's read path must not.
-LOG_NAME = "training_log.csv"
-JOBS_DIRNAME = ".jobs"
-ARCHIVE_DIRNAME = "archive"
 MISSING = "—"  # how hyperparameter_diff shows a key one side lacks
 
 CHECKPOINT_COLUMNS = (
@@ -350,11 +349,13 @@ def _folder_checkpoints(exp_dir: Path, listing: Listing | None = None) -> list[_
 
 
 def _newest_full(checkpoints: list[_Checkpoint]) -> _Checkpoint | None:
-    """The full checkpoint furthest along (epoch, step), newest file on ties."""
-    full = [c for c in checkpoints if c.info.kind == "full" and c.info.epoch is not None]
-    if not full:
-        return None
-    return max(full, key=lambda c: (c.info.epoch, c.info.step_in_epoch, c.info.mtime))
+    """The full checkpoint auto-resume would continue (``training.checkpoint.resumable``)."""
+    return resumable.newest([c for c in checkpoints if c.info.kind == "full" and c.info.epoch is not None],
+                            _resume_rank)
+
+
+def _resume_rank(c: _Checkpoint) -> tuple[Any, ...]:
+    return resumable.resume_rank(c.info.epoch, c.info.step_in_epoch, c.path.name, c.info.mtime)
 
 
 def _local_timestamp(mtime: float | None) -> pd.Timestamp:
@@ -632,9 +633,7 @@ def _hyperparameters(name: str, checkpoints: list[_Checkpoint]) -> dict[str, Any
     with_args = [c for c in checkpoints if c.readable and isinstance(c.info.args, dict)]
     args: dict[str, Any] = {}
     if with_args:
-        newest = max(with_args, key=lambda c: (c.info.epoch if c.info.epoch is not None else -1,
-                                               c.info.step_in_epoch, c.info.mtime))
-        args = newest.info.args or {}
+        args = resumable.newest(with_args, _resume_rank).info.args or {}
     parsed = parse_experiment_name(name)
     return {column: args[key] if key in args else parsed.get(key)
             for column, key in HYPERPARAMETER_KEYS.items()}

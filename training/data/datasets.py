@@ -68,9 +68,9 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from training.labels import BONAFIDE, CSV_LABELS, PROTOCOL_LABELS, SPOOF
+
 SAMPLE_RATE = 16000
-BONAFIDE = 1
-SPOOF = 0
 DEFAULT_CLIP_SAMPLES = 64600  # the ASVspoof 2021 baseline's input length (~4 s)
 AUDIO_EXTENSIONS = (".flac", ".wav")
 
@@ -420,8 +420,6 @@ class ProtocolEntry:
     attack: str
 
 
-_WHITESPACE_LABELS = {"bonafide": BONAFIDE, "spoof": SPOOF}
-_CSV_LABELS = {"bona-fide": BONAFIDE, "bonafide": BONAFIDE, "spoof": SPOOF}
 
 
 def read_protocol(path: str | os.PathLike[str]) -> list[ProtocolEntry]:
@@ -484,11 +482,11 @@ def _parse_whitespace(path: str | os.PathLike[str], lines: Sequence[str]) -> lis
         # 2019: SPEAKER UTT - ATTACK LABEL; 2021: SPEAKER UTT CODEC SOURCE ATTACK LABEL TRIM SUBSET ...
         label_field = 5 if n_fields == 5 else 6
         label_text = fields[label_field - 1]
-        if label_text not in _WHITESPACE_LABELS:
+        if label_text not in PROTOCOL_LABELS:
             raise DataError(
                 f"{path} line {lineno}: expected 'bonafide' or 'spoof' in field {label_field}, got '{label_text}'"
             )
-        entry = ProtocolEntry(fields[1], _WHITESPACE_LABELS[label_text], fields[0], fields[label_field - 2])
+        entry = ProtocolEntry(fields[1], PROTOCOL_LABELS[label_text], fields[0], fields[label_field - 2])
         entries.append((lineno, entry))
     return entries
 
@@ -509,7 +507,7 @@ def _parse_csv(path: str | os.PathLike[str], text: str) -> list[tuple[int, Proto
                 f"{path} line {lineno}: expected {len(header)} comma-separated fields, got '{_row_text(row)}'"
             )
         label_text = row["label"].strip()
-        if label_text not in _CSV_LABELS:
+        if label_text not in CSV_LABELS:
             raise DataError(
                 f"{path} line {lineno}: expected 'bona-fide' or 'spoof' in column 'label', got '{label_text}'"
             )
@@ -518,7 +516,7 @@ def _parse_csv(path: str | os.PathLike[str], text: str) -> list[tuple[int, Proto
             raise DataError(f"{path} line {lineno}: empty 'file' column")
         utt_id = file[: -len(Path(file).suffix)] if Path(file).suffix.lower() in AUDIO_EXTENSIONS else file
         speaker = (row.get("speaker") or "-").strip() or "-"
-        entries.append((lineno, ProtocolEntry(utt_id, _CSV_LABELS[label_text], speaker, "-")))
+        entries.append((lineno, ProtocolEntry(utt_id, CSV_LABELS[label_text], speaker, "-")))
     return entries
 
 
