@@ -42,7 +42,7 @@ import torch
 from cli_helpers import run_main, start_main
 from training.checkpoint.reader import SIDECAR_SUFFIX, read_checkpoint_info
 from training.naming import CHECKPOINT_SUFFIX, parse_checkpoint_name
-from training.trainer import LOG_NAME
+from training.naming import LOG_NAME
 
 STARTED_LINE = "Training "  # printed once setup is done and the loop begins
 RESUMED = re.compile(r"Auto-resume: resuming from .*: epoch (\d+) completed")

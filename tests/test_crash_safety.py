@@ -53,7 +53,8 @@ from training.checkpoint.reader import read_checkpoint_info, read_sidecar, sidec
 from training.lock import read_lock_holder
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, interrupt_checkpoint_name
 from training.checkpoint.store import link_or_copy, read_checkpoint_file, remove_checkpoint, save_checkpoint
-from training.trainer import LOG_NAME, StartPlan, Trainer
+from training.naming import LOG_NAME
+from training.trainer import StartPlan, Trainer
 
 COMMENT = "crash"
 EPOCHS = 8  # room for 10 kills that each let the run make some progress

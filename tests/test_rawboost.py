@@ -40,7 +40,7 @@ from training.data.rawboost import (
     convolutive_noise,
     impulsive_noise,
 )
-from training.trainer import collate, epoch_batches
+from training.resume_state import collate, epoch_batches
 
 N = 16000
 
