@@ -24,7 +24,7 @@ from kill_harness import run_kill_experiment
 from training import cli
 from training.dashboard import launch_form
 from training.config import DEFAULTS, OPTIONS_BY_NAME
-from training.data.datasets import ASVspoofDataset, ProtocolEntry, SyntheticSpoofDataset, build_datasets
+from training.data import ASVspoofDataset, ProtocolEntry, SyntheticSpoofDataset, build_datasets
 from training.lock import ExperimentLock
 from training.naming import epoch_checkpoint_name
 from training.runs import merge_checkpoint_args

@@ -212,7 +212,7 @@ def render_checkpoint(args: dict[str, Any], loaded: Any) -> Path:
     """``attention/<stem>/`` next to the checkpoint ``loaded`` (a ``training.checkpoint.store``
     LoadedCheckpoint) for the model and data ``args`` describe. Raises CheckpointError when the
     weights do not fit that model, DataError for an unusable data set."""
-    from training.data.datasets import build_datasets
+    from training.data import build_datasets
     from training.models import build_model, check_model_args, with_head_version
     from training.checkpoint.store import CheckpointError
 

@@ -290,7 +290,7 @@ def render_attention_only(args: dict[str, Any], explicit: set[str]) -> int:
 
 
 def _train(args: dict[str, Any], plan: Any) -> int:
-    from training.data.datasets import DataError
+    from training.data import DataError
     from training.lock import ExperimentBusy
     from training.checkpoint.store import WRITE_ERRNOS, CheckpointError, WriteError
     from training.trainer import Trainer
