@@ -349,3 +349,13 @@ def test_real_resume_from_corrupt_checkpoint_fails_with_2(root: Path) -> None:
     done = wait_done(root, job.id, 120)
     assert (done.state, done.exit_code) == ("failed", 2), jobs.tail_log(root, job.id)
     assert "usage error" in done.error
+
+
+def test_supervisor_log_holds_no_runpy_warning(root: Path) -> None:
+    """The supervisor starts as ``python -m training.jobs supervise``: no module of the package
+    is loaded twice, so the job's log opens with the supervisor's own line, not a RuntimeWarning."""
+    job = wait_done(root, jobs.launch(root, "fresh", {"comment": "quiet"}, _program_argv=standin("pass")).id, 20)
+    assert job.state == "succeeded"
+    log = Path(job.log_path).read_text()
+    assert "RuntimeWarning" not in log, log
+    assert log.startswith("[jobs] job"), log
