@@ -41,9 +41,8 @@ DEFAULT_GRACE_S = 30.0
 # A queued row whose launcher died before recording the supervisor's pid becomes lost after this.
 QUEUED_ORPHAN_S = 60.0
 
+# The final states are succeeded, failed, stopped and lost (see above).
 ACTIVE_STATES = ("queued", "running", "stopping")
-FINAL_STATES = ("succeeded", "failed", "stopped", "lost")
-STATES = ACTIVE_STATES + FINAL_STATES
 
 class JobConflict(RuntimeError):
     """Another job or live process already writes the target experiment folder."""
