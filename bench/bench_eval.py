@@ -51,7 +51,7 @@ class BareFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         import soundfile as sf
 
-        from training.data.datasets import pad
+        from training.data.common import pad
 
         audio, _ = sf.read(self.paths[i], dtype="float32")
         return torch.from_numpy(pad(audio, self.clip))

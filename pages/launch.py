@@ -21,7 +21,7 @@ from pages.common import ensure_navigation, models_root, page_title, refusal, si
 from training.dashboard import catalog
 from training.dashboard import launch_form as lf
 from training.config import Option
-from training.jobs.registry import MODES, NEEDS_CHECKPOINT, JobConflict
+from training.jobs import MODES, NEEDS_CHECKPOINT, JobConflict
 
 # --- constants ----------------------------------------------------------------------------------
 MODE_KEY = "launch_mode"

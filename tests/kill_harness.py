@@ -43,7 +43,7 @@ from cli_helpers import run_main, start_main
 from training.checkpoint.fsutil import SIDECAR_SUFFIX
 from training.checkpoint.meta import read_checkpoint_info
 from training.naming import CHECKPOINT_SUFFIX, parse_checkpoint_name
-from training.trainer import LOG_NAME
+from training.naming import LOG_NAME
 
 STARTED_LINE = "Training "  # printed once setup is done and the loop begins
 RESUMED = re.compile(r"Auto-resume: resuming from .*: epoch (\d+) completed")

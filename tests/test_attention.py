@@ -17,7 +17,7 @@ import torch
 from cli_helpers import BAR_EVERY_STEP, TINY, load, run_cli, run_main, same_weights, start_main, stop_with, \
     tree_digest, wait_for
 from training.attention import choose_utterances, load_attention, png_name, predicted_label, render_epochs
-from training.data.datasets import build_datasets
+from training.data import build_datasets
 from training.models import build_model
 from training.naming import epoch_checkpoint_name as _epoch_name
 

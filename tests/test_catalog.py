@@ -51,7 +51,8 @@ def trained(tmp_path_factory) -> Path:
 
 
 def write_log(folder: Path, rows: list[dict]) -> None:
-    from training.trainer import LOG_COLUMNS, LOG_NAME
+    from training.naming import LOG_NAME
+    from training.run_folder import LOG_COLUMNS
 
     with open(folder / LOG_NAME, "w", newline="") as f:
         out = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
@@ -456,7 +457,7 @@ def test_running_experiment_protects_everything(trained, tmp_path):
 
 
 def test_active_job_protects_its_model_path(trained, tmp_path):
-    from training.jobs import registry as jobs
+    from training import jobs
 
     root = copy_root(trained, tmp_path / "models")
     unprotected = sorted(set(p.name for p in (root / PARENT).glob("*.pth"))
@@ -483,10 +484,10 @@ def test_active_job_protects_its_model_path(trained, tmp_path):
 # --- contracts with other modules ---------------------------------------------------------------
 
 def test_log_constants_match_trainer():
-    from training import trainer
+    from training import naming, run_folder
 
-    assert catalog.LOG_NAME == trainer.LOG_NAME
-    assert set(catalog.HISTORY_COLUMNS) <= set(trainer.LOG_COLUMNS)
+    assert catalog.LOG_NAME == naming.LOG_NAME  # the trainer writes naming.LOG_NAME (run_folder)
+    assert set(catalog.HISTORY_COLUMNS) <= set(run_folder.LOG_COLUMNS)
 
 
 def test_import_does_not_load_torch():

@@ -55,7 +55,9 @@ from training.checkpoint.sidecar import read_sidecar
 from training.lock import read_lock_holder
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, interrupt_checkpoint_name
 from training.checkpoint.store import link_or_copy, read_checkpoint_file, save_checkpoint
-from training.trainer import LOG_NAME, StartPlan, Trainer
+from training.checkpoint.fsutil import remove_checkpoint
+from training.naming import LOG_NAME
+from training.trainer import StartPlan, Trainer
 
 COMMENT = "crash"
 EPOCHS = 8  # room for 10 kills that each let the run make some progress

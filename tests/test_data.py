@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from training.data.datasets import (
+from training.data import (
     ASVspoofDataset,
     DataError,
     ProtocolEntry,

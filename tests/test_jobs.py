@@ -1,4 +1,4 @@
-"""training.jobs.registry with real processes and real signals: nothing about processes is mocked.
+"""training.jobs (registry, control, supervisor) with real processes and real signals: nothing about processes is mocked.
 
 Two kinds of child program:
 - stand-ins (``python -c ...`` through ``launch(..., _program_argv=...)``): they receive exactly
@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import kill_job_leftovers
-from training.jobs import registry as jobs
-from training.jobs.registry import JobConflict
+from training import jobs
+from training.jobs import JobConflict
+from training.jobs.registry import terminal_text
 from training.lock import ExperimentLock
 from training.naming import epoch_checkpoint_name, experiment_name
 from training.proc import is_alive, process_start_time
@@ -149,8 +150,8 @@ def test_model_path_outside_the_root_is_refused(root: Path, tmp_path: Path) -> N
 
 def test_tail_log_reads_like_a_terminal() -> None:
     raw = "epoch 1\r\n  0%|  | 0/4\r 50%|# | 2/4\r100%|##| 4/4\nval EER 1.0%\n 10%|"
-    assert jobs._terminal_text(raw) == "epoch 1\n100%|##| 4/4\nval EER 1.0%\n 10%|"
-    assert jobs._terminal_text("ent line\nnext\n", cut=True) == "next\n"
+    assert terminal_text(raw) == "epoch 1\n100%|##| 4/4\nval EER 1.0%\n 10%|"
+    assert terminal_text("ent line\nnext\n", cut=True) == "next\n"
 
 
 # --- lifecycle with stand-in programs -------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_exit_codes_and_signals_without_stop_are_failures(root: Path) -> None:
 def test_supervisor_records_exit_after_launcher_exits(root: Path) -> None:
     launcher = textwrap.dedent(f"""
         import sys
-        from training.jobs import registry as jobs
+        from training import jobs
         job = jobs.launch({str(root)!r}, "fresh", {{"comment": "orphan"}}, _program_argv=[
             sys.executable, "-c", "import sys, time; time.sleep(1.5); sys.exit(7)"])
         print(job.id)
@@ -348,3 +349,13 @@ def test_real_resume_from_corrupt_checkpoint_fails_with_2(root: Path) -> None:
     done = wait_done(root, job.id, 120)
     assert (done.state, done.exit_code) == ("failed", 2), jobs.tail_log(root, job.id)
     assert "usage error" in done.error
+
+
+def test_supervisor_log_holds_no_runpy_warning(root: Path) -> None:
+    """The supervisor starts as ``python -m training.jobs supervise``: no module of the package
+    is loaded twice, so the job's log opens with the supervisor's own line, not a RuntimeWarning."""
+    job = wait_done(root, jobs.launch(root, "fresh", {"comment": "quiet"}, _program_argv=standin("pass")).id, 20)
+    assert job.state == "succeeded"
+    log = Path(job.log_path).read_text()
+    assert "RuntimeWarning" not in log, log
+    assert log.startswith("[jobs] job"), log

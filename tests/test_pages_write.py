@@ -358,7 +358,8 @@ def test_progress_and_eta_come_from_the_experiments_log(tmp_path: Path) -> None:
     import csv
 
     from training.dashboard.job_status import job_progress
-    from training.trainer import LOG_COLUMNS, LOG_NAME
+    from training.naming import LOG_NAME
+    from training.run_folder import LOG_COLUMNS
 
     root = tmp_path / "models"
     exp_dir = root / TRAINED_EXP

@@ -24,9 +24,10 @@ from kill_harness import run_kill_experiment
 from training import cli
 from training.dashboard import launch_form
 from training.config import DEFAULTS, OPTIONS_BY_NAME
-from training.data.datasets import ASVspoofDataset, ProtocolEntry, SyntheticSpoofDataset, build_datasets
+from training.data import ASVspoofDataset, ProtocolEntry, SyntheticSpoofDataset, build_datasets
 from training.lock import ExperimentLock
 from training.naming import epoch_checkpoint_name
+from training.runs import merge_checkpoint_args
 from training.data.rawboost import (
     OPTION_NAMES,
     ClipAugmenter,
@@ -39,7 +40,7 @@ from training.data.rawboost import (
     convolutive_noise,
     impulsive_noise,
 )
-from training.trainer import collate, epoch_batches
+from training.resume_state import collate, epoch_batches
 
 N = 16000
 
@@ -363,7 +364,7 @@ def test_a_checkpoint_that_predates_rawboost_resumes_without_augmentation(runs, 
     args, explicit = cli.parse_args([*TINY, "--resume", "--model_path", str(path), "--algo", "5"])
     assert cli.plan_run(args, explicit)[0]["algo"] == 5  # typed on the command line: used
     # a checkpoint that stores its algo resumes with it
-    stored = cli._merge({"algo": 3, "lr": 0.1}, dict(DEFAULTS, algo=0), set(), DEFAULTS)
+    stored = merge_checkpoint_args({"algo": 3, "lr": 0.1}, dict(DEFAULTS, algo=0), set(), DEFAULTS)
     assert stored["algo"] == 3
     # a pretrained start is a new run: today's default
     args, explicit = cli.parse_args([*TINY, "--model_path", str(path)])

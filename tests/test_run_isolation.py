@@ -30,7 +30,8 @@ from training.checkpoint.meta import read_checkpoint_info
 from training.config import DEFAULTS
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, experiment_name, parse_checkpoint_name
 from training.checkpoint.store import save_checkpoint
-from training.trainer import StartPlan, Trainer, lineage_key
+from training.run_folder import lineage_key
+from training.trainer import StartPlan, Trainer
 
 EPOCHS = 3
 RUN = [*TINY, "--num_epochs", str(EPOCHS)]

@@ -19,7 +19,7 @@ import pytest
 
 from cli_helpers import TINY, run_main
 from training import cli, config
-from training.jobs import registry as jobs
+from training import jobs, runs
 from training.dashboard import launch_form
 from training.config import UsageError, longest_file_name, validate_options
 
@@ -165,7 +165,7 @@ def test_read_only_models_root_is_one_line(tmp_path: Path, read_only_folder: Pat
 
 def test_cli_jobs_and_launch_form_share_one_validation_function() -> None:
     assert cli.validate_options is config.validate_options
-    assert jobs.validate_options is config.validate_options
+    assert runs.validate_options is config.validate_options  # jobs.launch checks through training.runs
     assert launch_form.validate_options is config.validate_options
 
 

@@ -42,10 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.labels import LABEL_NAMES
+
 ATTENTION_DIR = "attention"
 NPZ_NAME = "attention.npz"
 ARRAY_KEYS = ("temporal", "intra", "inter", "label", "score", "utt_id")
-LABEL_NAMES = {1: "bonafide", 0: "spoof"}  # training.models.base: label 1 = bona fide
 BONAFIDE_THRESHOLD = math.log(0.5)
 _SAMPLE_STREAM = 0xA77E  # a stream of its own: choosing the utterances draws from no global RNG
 _MAX_UTT_CHARS = 80
@@ -211,7 +212,7 @@ def render_checkpoint(args: dict[str, Any], loaded: Any) -> Path:
     """``attention/<stem>/`` next to the checkpoint ``loaded`` (a ``training.checkpoint.store``
     LoadedCheckpoint) for the model and data ``args`` describe. Raises CheckpointError when the
     weights do not fit that model, DataError for an unusable data set."""
-    from training.data.datasets import build_datasets
+    from training.data import build_datasets
     from training.models import build_model, check_model_args, with_head_version
     from training.checkpoint.store import CheckpointError
 

@@ -16,6 +16,9 @@ handed to the trainer as a ``StartPlan`` (fresh | resume | pretrained):
 Before a run starts it states the disk its checkpoints will need (``training.checkpoint.disk``)
 and is refused, exit 2, when that does not fit in the free space of the models root's file system.
 
+The rules the CLI shares with the jobs API and the Launch form (flag combinations, merging a
+checkpoint's args with the typed values, hyperparameter differences) are ``training.runs``.
+
 Exit codes: 0 done (also "nothing left to train"), 1 error while training, 2 usage error,
 unusable --model_path or not enough disk for the run, 3 experiment folder busy, 130/143 stopped
 by SIGINT/SIGTERM after saving.
@@ -31,16 +34,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.config import (ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, OPTIONS, UsageError, check_attention_model,
+from training.config import (DEFAULTS, EVALUATION_OPTIONS, OPTIONS, UsageError, check_attention_model, typed_args,
                              validate_options)
 from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
+from training.runs import check_combinations, hyperparameter_warnings, keys_from_checkpoint, merge_checkpoint_args
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_BUSY = 3
-# Keys that define the network's shape: a pretrained start takes them from the weights' file
-# unless the command line sets them, since other values could not load those weights.
-ARCHITECTURE_KEYS = ("model_type", "group_size", "use_contrastive")
 # Keys that make up the experiment folder's and the files' names (training.naming).
 NAMING_KEYS = ("model_type", "track", "loss", "num_epochs", "batch_size", "lr", "group_size",
                "use_contrastive", "comment", "models_root")
@@ -83,19 +84,6 @@ def parse_args(argv: list[str] | None) -> tuple[dict[str, Any], set[str]]:
     args = vars(build_parser().parse_args(argv))
     explicit = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
     return args, explicit
-
-
-def check_combinations(args: dict[str, Any]) -> None:
-    """The guide's invalid combinations, plus the ones it leaves implicit."""
-    if args["resume"] and args["fresh_start"]:
-        raise UsageError("--resume and --fresh_start cannot be used together: cannot use both flags")
-    if args["resume"] and not args["model_path"]:
-        raise UsageError("--resume requires a checkpoint path: add --model_path path/to/checkpoint.pth")
-    if args["auto_resume"] and (args["resume"] or args["fresh_start"]):
-        other = "--resume" if args["resume"] else "--fresh_start"
-        raise UsageError(f"--auto_resume and {other} cannot be used together: auto-resume decides itself")
-    if args["auto_resume"] and args["model_path"]:
-        raise UsageError("--auto_resume finds the checkpoint itself: drop --model_path, or use --resume --model_path")
 
 
 # --- --list_checkpoints (no torch) ---------------------------------------------------------------
@@ -163,62 +151,11 @@ def _verify_files(files: list[Path]) -> list[Path]:
 
 # --- deciding how to start -------------------------------------------------------------------------
 
-# A key the checkpoint's stored args do not have (it predates the option).
-NOT_STORED = object()
-# The value a key the checkpoint predates had in effect when it trained, where that is not
-# today's default: checkpoints from before RawBoost trained without augmentation, so resuming one
-# must not switch it on (``--algo`` on the command line still can).
-PREDATED_VALUES: dict[str, Any] = {"algo": 0}
-
-
-def hyperparameter_differences(checkpoint_args: dict[str, Any], args: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, checkpoint value, new value) for each hyperparameter whose value differs, in table
-    order; ``NOT_STORED`` as the checkpoint value for keys it predates. Shared by the CLI's
-    warnings and the dashboard's diff, so both call the same keys different."""
-    out = []
-    for opt in OPTIONS:
-        key = opt.name
-        if key in ACTION_OPTIONS:
-            continue
-        if key not in checkpoint_args:
-            out.append((key, NOT_STORED, args.get(key)))
-            continue
-        old, new = checkpoint_args[key], args.get(key)
-        if old != new and not (isinstance(old, float) and isinstance(new, float) and abs(old - new) <= 1e-12 * abs(old)):
-            out.append((key, old, new))
-    return out
-
-
-def hyperparameter_warnings(checkpoint_args: dict[str, Any], args: dict[str, Any], explicit: set[str],
-                            path: Path) -> list[str]:
-    """One line per differing key: old -> new, and which value is used."""
-    lines = []
-    for key, old, new in hyperparameter_differences(checkpoint_args, args):
-        if old is NOT_STORED:
-            if key in explicit:
-                lines.append(f"Warning: {path.name} predates --{key}; using {new!r}")
-            continue
-        source = "from the command line" if key in explicit else "the default"
-        lines.append(f"Warning: hyperparameter {key} differs from the checkpoint: {old!r} -> {new!r} "
-                     f"(using {new!r}, {source})")
-    return lines
-
-
-def _merge(base: dict[str, Any], cli: dict[str, Any], explicit: set[str], keys: Any) -> dict[str, Any]:
-    merged = dict(cli)
-    for key in keys:
-        if key not in explicit and key not in ACTION_OPTIONS and key in base:
-            merged[key] = base[key]
-        elif key not in explicit and base and key in PREDATED_VALUES:
-            merged[key] = PREDATED_VALUES[key]
-    return merged
-
-
-def _merge_and_warn(stored: dict[str, Any], args: dict[str, Any], explicit: set[str], keys: Any,
+def _merge_and_warn(stored: dict[str, Any], args: dict[str, Any], explicit: set[str], mode: str,
                     path: Path) -> dict[str, Any]:
-    """The checkpoint's values for ``keys`` the command line did not set; one warning per key that
-    still differs from the checkpoint."""
-    effective = _merge(stored, args, explicit, keys)
+    """The checkpoint's values for the keys ``mode`` takes from it that the command line did not
+    set (``training.runs``); one warning per key that still differs from the checkpoint."""
+    effective = merge_checkpoint_args(stored, args, explicit, keys_from_checkpoint(mode))
     if stored:
         for line in hyperparameter_warnings(stored, effective, explicit, path):
             print(line)
@@ -240,7 +177,7 @@ def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], 
         if isinstance(stored, argparse.Namespace):
             stored = vars(stored)
         if args["resume"] and loaded.is_full:
-            effective = _merge_and_warn(stored, args, explicit, DEFAULTS, path)
+            effective = _merge_and_warn(stored, args, explicit, "resume", path)
             note = (f"Resuming from {path}: epoch {loaded.full['epoch']} completed"
                     + (f" (+{loaded.full['step_in_epoch']} steps)" if loaded.full.get("step_in_epoch") else "")
                     + _best_note(loaded.full))
@@ -248,7 +185,7 @@ def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], 
         if args["resume"]:
             print(f"Warning: {path} holds weights only (a legacy file): the optimizer state and epoch "
                   "cannot be restored; loading the weights and starting at epoch 1")
-        effective = _merge_and_warn(stored, args, explicit, ARCHITECTURE_KEYS, path)
+        effective = _merge_and_warn(stored, args, explicit, "pretrained", path)
         return effective, StartPlan("pretrained", loaded,
                                     f"Loaded weights from {path}; fresh optimizer, starting at epoch 1")
     if args["auto_resume"]:
@@ -257,7 +194,7 @@ def plan_run(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], 
         if loaded is None:
             return args, StartPlan("fresh", None, f"Auto-resume: no usable checkpoint in {folder}; starting fresh")
         stored = dict(loaded.full.get("args") or {})
-        effective = _merge_and_warn(stored, args, explicit, DEFAULTS, loaded.path)
+        effective = _merge_and_warn(stored, args, explicit, "resume", loaded.path)
         return effective, StartPlan("resume", loaded, f"Auto-resume: resuming from {loaded.path}: epoch "
                                     f"{loaded.full['epoch']} completed" + _best_note(loaded.full))
     return args, StartPlan("fresh", None, "")
@@ -291,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if renders_only(args):
             return render_attention_only(args, explicit)
         effective, plan = plan_run(args, explicit)
+        effective = typed_args(effective)  # a checkpoint's stored values, as the options' types
         # A checkpoint's stored values name the folder (and the model) now: the same rule applies.
         validate_options({**{k: effective.get(k) for k in NAMING_KEYS},
                           "visualize_attention": effective.get("visualize_attention")})
@@ -341,7 +279,7 @@ def render_attention_only(args: dict[str, Any], explicit: set[str]) -> int:
         raise UsageError(str(exc)) from None
     stored = (loaded.full or {}).get("args") or {}
     stored = dict(vars(stored) if isinstance(stored, argparse.Namespace) else stored)
-    effective = _merge(stored, args, explicit, DEFAULTS)
+    effective = typed_args(merge_checkpoint_args(stored, args, explicit, keys_from_checkpoint("resume")))
     check_attention_model(effective)
     try:
         folder = render_checkpoint(effective, loaded)
@@ -352,7 +290,7 @@ def render_attention_only(args: dict[str, Any], explicit: set[str]) -> int:
 
 
 def _train(args: dict[str, Any], plan: Any) -> int:
-    from training.data.datasets import DataError
+    from training.data import DataError
     from training.lock import ExperimentBusy
     from training.checkpoint.store import WRITE_ERRNOS, CheckpointError, WriteError
     from training.trainer import Trainer

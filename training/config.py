@@ -131,6 +131,91 @@ ACTION_OPTIONS = frozenset(
 ) | EVALUATION_OPTIONS
 
 
+# --- the one coercion rule ----------------------------------------------------------------------
+
+def coerce_to(kind: type, value: Any, choices: tuple[str, ...] | None = None) -> Any:
+    """``value`` as a value of ``kind`` (bool, int, float or str); None stays None.
+
+    Values come from checkpoints (JSON, pickles, numpy scalars), the Launch form's widgets (text)
+    and the jobs API: "true"/"false"/"1"/"0" and 0/1 are flags, integral numbers and their text
+    are whole numbers. Raises ValueError when the value cannot be one (2.5 as a whole number,
+    "fast" as a number, a value outside ``choices``); the caller names the option.
+    """
+    if value is None:
+        return None
+    if kind is bool:
+        return _as_flag(value)
+    if kind in (int, float) and (isinstance(value, bool) or _is_numpy_bool(value)):
+        raise ValueError(value)
+    if kind is int:
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    if kind is float:
+        return float(value)
+    text = value if isinstance(value, str) else str(value)
+    if choices and text not in choices:
+        raise ValueError(value)
+    return text
+
+
+def _is_numpy_bool(value: Any) -> bool:
+    return getattr(getattr(value, "dtype", None), "kind", None) == "b"
+
+
+def _as_flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value.strip().lower() in ("true", "1"):
+            return True
+        if value.strip().lower() in ("false", "0"):
+            return False
+        raise ValueError(value)
+    if _is_numpy_bool(value):
+        return bool(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(value)
+
+
+def coerce(opt: Option, value: Any) -> Any:
+    """``value`` as option ``opt``'s type (see :func:`coerce_to`); raises ValueError."""
+    return coerce_to(opt.kind, value, opt.choices)
+
+
+def option_text(opt: Option, value: Any) -> str:
+    """The value as it is typed after ``--name`` on a command line (1e-06, 16, DF).
+    Raises ValueError with a one-line message naming the option."""
+    try:
+        return str(coerce(opt, value))
+    except (TypeError, ValueError):
+        if opt.choices:
+            raise ValueError(f"--{opt.name} must be one of {', '.join(opt.choices)}; got {value!r}") from None
+        kind = {int: "an integer", float: "a number"}.get(opt.kind, "text")
+        raise ValueError(f"--{opt.name} needs {kind}, got {value!r}") from None
+
+
+def typed_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` with every option's value as the option's type (None stays None; keys that are no
+    option, such as ``head_version``, pass through). Applied once where values enter a run: the
+    CLI after merging a checkpoint's stored args (JSON, pickles, old scripts' types), so the
+    trainer reads ``args["batch_size"]`` as an int without casting. Raises UsageError naming the
+    option for a value that cannot be its type."""
+    out = dict(args)
+    for name, value in args.items():
+        opt = OPTIONS_BY_NAME.get(name)
+        if opt is None or value is None:
+            continue
+        try:
+            out[name] = coerce_to(opt.kind, value)  # choices are validate_options' to refuse
+        except (TypeError, ValueError):
+            kind = {bool: "a flag (true or false)", int: "an integer", float: "a number"}.get(opt.kind, "text")
+            raise UsageError(f"--{name} needs {kind}, got {value!r}") from None
+    return out
+
+
 # --- the one validation rule ---------------------------------------------------------------------
 
 class UsageError(ValueError):

@@ -1,6 +1,8 @@
-"""The one place that names experiment folders and checkpoint files, and parses those names back.
+"""The one place that names experiment folders, checkpoint files and the other files and folders
+a run or the jobs registry writes (training log, archive, jobs folder), and parses names back.
 
-The CLI, the trainer, the catalog and the dashboard all call these; nothing else builds a name.
+The CLI, the trainer, the jobs, the catalog and the dashboard all take names from here; nothing
+else spells them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 from training.config import DEFAULTS
 
 CHECKPOINT_SUFFIX = ".pth"
+LOG_NAME = "training_log.csv"  # a run's per-epoch log, in its experiment folder
+ARCHIVE_DIRNAME = "archive"  # <experiment>/archive/<time>/: what a fresh start moved aside
+JOBS_DIRNAME = ".jobs"  # <models_root>/.jobs/: the jobs registry and the jobs' logs
 # The options an experiment folder's name is made of (see experiment_name).
 NAME_KEYS = ("model_type", "track", "loss", "num_epochs", "batch_size", "lr", "group_size", "use_contrastive",
              "comment")
@@ -89,10 +94,6 @@ def parse_checkpoint_name(filename: str) -> CheckpointName:
             epoch = m.groupdict().get("epoch")
             return CheckpointName(role, int(epoch) if epoch else None, m.group("comment"), legacy)
     return CheckpointName("other", None, None, False)
-
-
-def is_checkpoint_file(path: Path | str) -> bool:
-    return str(path).endswith(CHECKPOINT_SUFFIX)
 
 
 def checkpoint_sort_key(filename: str) -> tuple[int, int, str]:

@@ -4,19 +4,22 @@ One class, small ``_setup_*`` methods, one obvious path (after torchtune's recip
 
     Trainer(args, plan).run()  ->  exit code
 
+``args`` hold every option as its type (``training.config.typed_args``, applied by the CLI where
+a checkpoint's stored values are merged in), so nothing here casts them.
+
 ``plan`` says how to begin (``StartPlan``: fresh, resume, or pretrained weights); the CLI
 decides it. Exact resume means: training N epochs straight, or k epochs, being killed, and
 resuming to N, gives bit-identical weights and metrics on the CPU. That needs, besides model and
 optimizer: the python / numpy / torch (and CUDA) RNG states, the LR scheduler and AMP scaler,
-the best EER and history, and the data order. The order of epoch ``e`` is a permutation drawn
-from a generator seeded with (seed, e), so it needs no state beyond the position inside the
-epoch, which a mid-epoch (SIGTERM) checkpoint stores together with the epoch's running sums.
+the best EER and history, and the data order (``training.resume_state``: RNG capture, the
+order of each epoch, the running sums a mid-epoch (SIGTERM) checkpoint stores).
 
 Signals: the first SIGTERM or SIGINT asks the loop to stop; it finishes the current step, saves
 ``checkpoint_interrupt[_comment].pth`` (which resumes at the next step), and exits 143 / 130.
 A second signal aborts at once; every checkpoint already on disk is intact either way.
 
-A run touches only its own files. "This run's files" are the checkpoints at the top of its
+A run touches only its own files (``training.run_folder``: which files are its own, archive,
+pruning, the best file, the log). "This run's files" are the checkpoints at the top of its
 experiment folder whose name carries its tag (``--comment``; the original script's untagged
 names count as the folder's) and whose ``lineage`` is its own: how the run began (None: a
 fresh start in this folder; else resumed from / pretrained on which parent checkpoint). A
@@ -32,56 +35,34 @@ would otherwise be mixed under one set of names.
 
 from __future__ import annotations
 
-import csv
 import os
-import random
-import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from training.attention import ATTENTION_DIR, choose_utterances, collect_attention, is_render_epoch, write_attention
-from training.checkpoint.fsutil import remove_checkpoint, remove_stale_temp_files, sidecar_path
-from training.checkpoint.meta import CheckpointInfo, checkpoint_meta, list_checkpoint_files, read_checkpoint_info
-from training.checkpoint.sidecar import file_sha256, read_sidecar
-from training.checkpoint.torchfile import read_checkpoint_object
-from training.data.datasets import build_datasets
+from training.checkpoint.meta import checkpoint_meta, list_checkpoint_files, read_checkpoint_info
+from training.checkpoint.store import (CheckpointError, CheckpointWriter, LoadedCheckpoint, link_or_copy, save_checkpoint, snapshot_to_cpu, state_nbytes)
+from training.checkpoint.fsutil import remove_stale_temp_files
+from training.data import build_datasets
 from training.lock import ExperimentLock
 from training.losses import build_criterion
-from training.metrics import compute_eer
 from training.models import build_model, check_model_args, with_head_version
-from training.naming import (
-    best_checkpoint_name,
-    carries_run_tag,
-    epoch_checkpoint_name,
-    experiment_dir,
-    experiment_name,
-    interrupt_checkpoint_name,
-    parse_checkpoint_name,
-)
-from training.checkpoint.store import (
-    CheckpointError,
-    CheckpointWriter,
-    LoadedCheckpoint,
-    link_or_copy,
-    save_checkpoint,
-    snapshot_to_cpu,
-    state_nbytes,
-)
+from training.naming import (LOG_NAME, best_checkpoint_name, carries_run_tag, epoch_checkpoint_name, experiment_dir,
+                             experiment_name, interrupt_checkpoint_name, parse_checkpoint_name)
+from training.resume_state import (EpochSums, capture_rng_state, collate, epoch_batches, ignore_stop_signals,
+                                   restore_rng_state, seed_everything)
+from training.run_folder import RunFolder, describe_lineage, has_entries
 
 CHECKPOINT_FORMAT = 1
-LOG_NAME = "training_log.csv"
-LOG_COLUMNS = ("epoch", "train_loss", "train_eer", "val_loss", "val_acc", "val_eer", "best_val_eer",
-               "lr", "epoch_seconds", "timestamp", "experiment")
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -106,128 +87,6 @@ class StartPlan:
     note: str = ""  # why this plan was chosen, printed once
 
 
-# --- which run a checkpoint belongs to -------------------------------------------------------------
-
-def lineage_key(lineage: Any) -> tuple[tuple[str, str], ...] | None:
-    """How a run began, in a form two checkpoints compare by: None for a fresh start in its own
-    folder, else the lineage's fields with the parent checkpoint by file name (the same parent
-    given by a relative or an absolute path is the same run; JSON sidecars and pickles agree)."""
-    if not isinstance(lineage, dict):
-        return None
-    fields = dict(lineage)
-    if fields.get("parent_checkpoint"):
-        fields["parent_checkpoint"] = Path(str(fields["parent_checkpoint"])).name
-    return tuple(sorted((str(k), str(v)) for k, v in fields.items()))
-
-
-def describe_lineage(lineage: Any) -> str:
-    """How a run began, for messages: 'started fresh there', 'resumed from EXP/FILE', ..."""
-    if not isinstance(lineage, dict):
-        return "started fresh there"
-    if not lineage.get("parent_checkpoint"):
-        return f"lineage {lineage}"
-    parent = f"{lineage.get('parent_experiment')}/{Path(str(lineage['parent_checkpoint'])).name}"
-    return f"started from the weights of {parent}" if lineage.get("mode") == "pretrained" else f"resumed from {parent}"
-
-
-# --- RNG state ---------------------------------------------------------------------------------
-
-def capture_rng_state() -> dict[str, Any]:
-    """Every RNG the loop can touch, in a form ``torch.load(weights_only=True)`` accepts."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The shuffled batches of ``epoch``: a pure function of (seed, epoch), so resume needs no sampler state."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=generator).tolist()
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Data-loader workers share the trainer's process group, so a Stop's SIGTERM reaches them
-    too; only the trainer acts on it (it saves, then shuts the workers down itself)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def collate(batch: list[tuple[torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor]:
-    waves, labels, _ = zip(*batch)
-    return torch.stack(waves), torch.tensor(labels, dtype=torch.long)
-
-
-# --- per-epoch sums ------------------------------------------------------------------------------
-
-@dataclass
-class EpochSums:
-    """Running sums of one pass; kept as tensors on the device (no per-step host sync)."""
-
-    loss_sum: torch.Tensor | None = None
-    count: int = 0
-    scores: list[torch.Tensor] = field(default_factory=list)  # bonafide log-probabilities
-    labels: list[torch.Tensor] = field(default_factory=list)
-    correct: int = 0
-
-    def add(self, loss: torch.Tensor, log_probs: torch.Tensor, labels: torch.Tensor) -> None:
-        n = labels.shape[0]
-        weighted = loss.detach().float() * n
-        self.loss_sum = weighted if self.loss_sum is None else self.loss_sum + weighted
-        self.count += n
-        self.scores.append(log_probs[:, 1].detach().float())
-        self.labels.append(labels.detach())
-
-    def state(self) -> dict[str, Any]:
-        """What a mid-epoch checkpoint stores to continue these sums exactly."""
-        return {"loss_sum": None if self.loss_sum is None else self.loss_sum.cpu(), "count": self.count,
-                "scores": torch.cat(self.scores).cpu() if self.scores else torch.zeros(0),
-                "labels": torch.cat(self.labels).cpu() if self.labels else torch.zeros(0, dtype=torch.long)}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> "EpochSums":
-        sums = cls(count=int(state["count"]))
-        if state["loss_sum"] is not None:
-            sums.loss_sum = state["loss_sum"].to(device)
-        if state["scores"].numel():
-            sums.scores = [state["scores"].to(device)]
-            sums.labels = [state["labels"].to(device)]
-        return sums
-
-    def summary(self) -> dict[str, float]:
-        scores = torch.cat(self.scores).cpu().numpy()
-        labels = torch.cat(self.labels).cpu().numpy()
-        out = {"loss": float(self.loss_sum.item()) / max(self.count, 1)}
-        bona, spoof = scores[labels == 1], scores[labels == 0]
-        out["eer"] = 100.0 * compute_eer(bona, spoof)[0] if len(bona) and len(spoof) else float("nan")
-        # Accuracy: argmax of the two log-probabilities is "bonafide score > spoof score";
-        # with log-softmax that is log p(bonafide) > log(0.5).
-        out["acc"] = 100.0 * float(((scores > np.log(0.5)) == (labels == 1)).mean())
-        return out
-
-
 # --- the trainer ---------------------------------------------------------------------------------
 
 class Trainer:
@@ -248,6 +107,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.lineage: dict[str, Any] | None = self._start_lineage()
+        self.folder = RunFolder(self.exp_dir, self.comment, self.lineage, echo)
         self.protected: set[Path] = set()  # never pruned: the checkpoint this run resumed from
         self.writer = CheckpointWriter(background=True)
         self._stop_signal: int | None = None
@@ -275,29 +135,12 @@ class Trainer:
         return {"mode": "resume", "parent_experiment": source.path.parent.name,
                 "parent_checkpoint": str(source.path), "parent_epoch": int(source.full["epoch"])}
 
-    def _is_own(self, info: CheckpointInfo) -> bool:
-        """A readable checkpoint of this run: its tag, its lineage (unreadable files are nobody's)."""
-        return (carries_run_tag(info.path.name, self.comment) and info.kind == "full"
-                and lineage_key(info.lineage) == lineage_key(self.lineage))
-
-    def _other_runs_files(self) -> list[CheckpointInfo]:
-        """Checkpoints under this run's names, in its folder, that another run wrote."""
-        source = self.plan.source.path.resolve() if self.plan.source is not None else None
-        others = []
-        for path in list_checkpoint_files(self.exp_dir):
-            if path.resolve() == source or not carries_run_tag(path.name, self.comment):
-                continue
-            info = read_checkpoint_info(path)
-            if info.kind == "full" and lineage_key(info.lineage) != lineage_key(self.lineage):
-                others.append(info)
-        return others
-
     def _refuse_mixing_runs(self) -> None:
         """A resume into a folder holding another run under this run's names stops here, before
         anything is created or moved: continuing would archive, prune or relink that run's files."""
         if self.plan.mode != "resume":
             return  # a fresh or pretrained start archives the earlier run: nothing is mixed
-        others = self._other_runs_files()
+        others = self.folder.other_runs_files(self.plan.source.path if self.plan.source is not None else None)
         if not others:
             return
         names = ", ".join(i.path.name for i in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
@@ -320,12 +163,12 @@ class Trainer:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
         torch.backends.cudnn.benchmark = False
-        seed_everything(int(self.args["seed"]))
+        seed_everything(self.args["seed"])
 
     def _setup_data(self) -> None:
         self.train_set, self.val_set = build_datasets(self.args)
         # --visualize_attention: the same validation utterances at every rendered epoch.
-        self.viz_indices = (choose_utterances(self.val_set.labels, int(self.args["viz_samples"]), int(self.args["seed"]))
+        self.viz_indices = (choose_utterances(self.val_set.labels, self.args["viz_samples"], self.args["seed"])
                             if self.args.get("visualize_attention") else [])
 
     def _setup_model(self) -> None:
@@ -358,9 +201,9 @@ class Trainer:
                                   f"with these arguments: {', '.join(detail)}")
 
     def _setup_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.args["lr"]),
-                                          weight_decay=float(self.args["weight_decay"]))
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(self.args["num_epochs"]))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.args["lr"],
+                                          weight_decay=self.args["weight_decay"])
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.args["num_epochs"])
                           if self.args.get("scheduler") == "cosine" else None)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
 
@@ -372,11 +215,11 @@ class Trainer:
         ckpt = source.full
         self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         for group in self.optimizer.param_groups:  # the command line's lr / weight decay win
-            group["lr"] = float(self.args["lr"])
-            group["weight_decay"] = float(self.args["weight_decay"])
+            group["lr"] = self.args["lr"]
+            group["weight_decay"] = self.args["weight_decay"]
         if self.scheduler is not None and ckpt.get("scheduler_state_dict"):
             self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
-            self.scheduler.T_max = int(self.args["num_epochs"])
+            self.scheduler.T_max = self.args["num_epochs"]
         if self.scaler is not None and ckpt.get("scaler_state_dict"):
             self.scaler.load_state_dict(ckpt["scaler_state_dict"])
         self.epoch = int(ckpt["epoch"])
@@ -396,7 +239,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        target = int(self.args["num_epochs"])
+        target = self.args["num_epochs"]
         self._refuse_mixing_runs()
         with ExperimentLock(self.exp_dir):
             leftovers = remove_stale_temp_files(self.exp_dir)  # we hold the lock: no save is in flight
@@ -414,7 +257,7 @@ class Trainer:
             if self.epoch >= target:
                 self.echo(f"Checkpoint is at epoch {self.epoch} and --num_epochs is {target}: nothing left "
                           f"to train. Raise --num_epochs to train further.")
-                self._restore_log_rows()  # the final epoch's save may have been interrupted
+                self.folder.restore_log_rows(self.history, self.name)  # the final epoch's save may have been interrupted
                 self._republish_best()
                 return 0
             self._prepare_folder()
@@ -466,24 +309,24 @@ class Trainer:
 
     def _render_attention(self, epoch: int, target: int) -> None:
         """``attention/epoch_N/`` on the scheduled epochs (training.attention); draws no RNG."""
-        if not self.viz_indices or not is_render_epoch(epoch, target, int(self.args["viz_frequency"])):
+        if not self.viz_indices or not is_render_epoch(epoch, target, self.args["viz_frequency"]):
             return
         arrays = collect_attention(self.model, self.val_set, self.viz_indices, self.device,
-                                   int(self.args["batch_size"]))
+                                   self.args["batch_size"])
         folder = write_attention(self.exp_dir / ATTENTION_DIR, f"epoch_{epoch}", arrays)
         self.echo(f"Attention maps of epoch {epoch}: {folder}")
 
     def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
         # A private generator: creating an iterator must not draw from the global torch RNG,
         # or a resumed epoch would see a different dropout stream than an uninterrupted one.
-        workers = int(self.args.get("num_workers") or 0)
+        workers = self.args.get("num_workers") or 0
         return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
                           generator=torch.Generator(), pin_memory=self.device.type == "cuda",
-                          worker_init_fn=_ignore_stop_signals if workers else None)
+                          worker_init_fn=ignore_stop_signals if workers else None)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        batches = epoch_batches(len(self.train_set), int(self.args["batch_size"]), int(self.args["seed"]), epoch)
+        batches = epoch_batches(len(self.train_set), self.args["batch_size"], self.args["seed"], epoch)
         start = self.resume_step
         sums = EpochSums.from_state(self.resume_sums, self.device) if self.resume_sums else EpochSums()
         self.resume_step, self.resume_sums = 0, None
@@ -536,7 +379,7 @@ class Trainer:
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
         self.model.eval()
-        batch_size = int(self.args["batch_size"])
+        batch_size = self.args["batch_size"]
         order = list(range(len(self.val_set)))
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         sums = EpochSums()
@@ -573,7 +416,7 @@ class Trainer:
         }
 
     def _epoch_path(self, epoch: int) -> Path:
-        return self.exp_dir / epoch_checkpoint_name(epoch, self.comment)
+        return self.folder.epoch_path(epoch)
 
     def save_checkpoint(self, row: dict[str, Any], improved: bool) -> None:
         """Snapshot now (the loop is blocked only for this copy); write in the background."""
@@ -586,8 +429,8 @@ class Trainer:
             self._last_size, digest = save_checkpoint(state, path, expected_size=expected)
             if improved:
                 link_or_copy(path, best, digest, checkpoint_meta(state))
-            self._append_log(row)
-            self._remove_stale_interrupt()
+            self.folder.append_log(row)
+            self.folder.remove_stale_interrupt(self.epoch)
             self._prune()
 
         self.writer.submit(write)
@@ -606,66 +449,19 @@ class Trainer:
         return (f"Stopped by {name} {where}: saved {path}. Continue with --auto_resume "
                 f"(or --resume --model_path {path}).")
 
-    def _remove_stale_interrupt(self) -> None:
-        """This run's interrupt checkpoint, once an epoch checkpoint has superseded it."""
-        stale = self.exp_dir / interrupt_checkpoint_name(self.comment)
-        if stale.exists():
-            info = read_checkpoint_info(stale)
-            if self._is_own(info) and info.epoch is not None and info.epoch < self.epoch:
-                remove_checkpoint(stale)
-
     def _republish_best(self) -> None:
-        """On resume, make the best file hold the best epoch the checkpoint records.
-
-        A kill between an improving epoch's checkpoint and the best link that follows it leaves
-        the best file one improvement behind (or missing), and no later epoch may improve to
-        fix it. Only a missing or older best file of this run is replaced, never a corrupt one or
-        another run's, and only by this run's own epoch file.
-        """
-        if self.plan.mode != "resume" or not self.best_epoch:
-            return
-        best = self.exp_dir / best_checkpoint_name(self.comment)
-        if best.exists():
-            current = read_checkpoint_info(best)
-            if not self._is_own(current) or current.epoch is None or current.epoch >= self.best_epoch:
-                return
-        source = read_checkpoint_info(self._epoch_path(self.best_epoch))
-        if not self._is_own(source) or source.epoch != self.best_epoch:
-            return  # pruned, unreadable or not this run's: nothing to publish
-        # Killed before its sidecar too: hash and describe the file the slow way (rare).
-        meta = read_sidecar(source.path) if source.complete else checkpoint_meta(read_checkpoint_object(source.path))
-        link_or_copy(source.path, best, source.sha256 or file_sha256(source.path), meta)
-        self.echo(f"{best.name} was behind the checkpoint resumed from (an interrupted save): "
-                  f"republished it from {source.path.name}")
+        """On resume, make the best file hold the best epoch the checkpoint records (a kill may
+        have left it one improvement behind): ``RunFolder.republish_best``."""
+        if self.plan.mode == "resume" and self.best_epoch:
+            self.folder.republish_best(self.best_epoch)
 
     def _prune(self) -> None:
-        """``--keep_last K``: after a save is complete, drop this run's older epoch checkpoints,
-        never protected ones, never another run's (another tag or lineage) or an unreadable one."""
-        keep = self.args.get("keep_last")
-        if not keep:
-            return
-        epochs = sorted(((parse_checkpoint_name(p.name).epoch, p) for p in list_checkpoint_files(self.exp_dir)
-                         if parse_checkpoint_name(p.name).role == "epoch" and self._is_own(read_checkpoint_info(p))),
-                        key=lambda e: e[0])
-        protected = set(self.protected)
-        if epochs:
-            protected.add(epochs[-1][1].resolve())  # the newest
-        if self.best_epoch:
-            protected.add(self._epoch_path(self.best_epoch).resolve())
-        for _, path in epochs[:-int(keep)] if len(epochs) > int(keep) else []:
-            if path.resolve() not in protected:
-                remove_checkpoint(path)
+        """``--keep_last K``: ``RunFolder.prune``, keeping the checkpoint resumed from and the best."""
+        if self.args.get("keep_last"):
+            self.folder.prune(self.args["keep_last"], self.protected, self.best_epoch)
 
-    def _append_log(self, row: dict[str, Any]) -> None:
-        log = self.exp_dir / LOG_NAME
-        new = not log.exists()
-        with open(log, "a", newline="") as f:
-            out = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-            if new:
-                out.writeheader()
-            out.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
+    def _archive(self, files: list[Path], why: str) -> None:
+        self.folder.archive(files, why)
 
     def _prepare_folder(self) -> None:
         """Move aside files this run would overwrite (never delete them); restore missing log rows.
@@ -679,11 +475,11 @@ class Trainer:
         if self.plan.mode != "resume":
             log = self.exp_dir / LOG_NAME
             attention = self.exp_dir / ATTENTION_DIR
-            earlier = own_names + ([log] if log.exists() else []) + ([attention] if _has_entries(attention) else [])
+            earlier = own_names + ([log] if log.exists() else []) + ([attention] if has_entries(attention) else [])
             self._archive(earlier, "Fresh start: the folder had an earlier run")
             return
         here = (self.epoch, self.resume_step)
-        target = int(self.args["num_epochs"])
+        target = self.args["num_epochs"]
 
         # Names this run will write: a file holding one is in the way whatever it says it holds
         # (e.g. a corrupt copy of an older epoch that auto-resume skipped). Judged per existing
@@ -704,69 +500,14 @@ class Trainer:
             unreadable_in_the_way = progress is None and ((named.epoch or 0) > self.epoch or named.role in ("best", "interrupt"))
             if unreadable_in_the_way or (progress is not None and progress > here) or writes(path.name):
                 ahead.append(path)
-        ahead += self._attention_past(self.epoch, abandoned_branch=bool(ahead))
+        ahead += self.folder.attention_past(ATTENTION_DIR, self.epoch, abandoned_branch=bool(ahead))
         self._archive(ahead, f"Resuming at epoch {self.epoch}: checkpoints past it would be overwritten")
-        self._restore_log_rows()
-
-    def _attention_past(self, epoch: int, abandoned_branch: bool) -> list[Path]:
-        """``attention/epoch_K`` folders past the resume point that belong to an abandoned branch.
-        The one of the next epoch alone, with no checkpoint ahead, is a render whose checkpoint a
-        kill prevented: this run renders it again (the same maps), so it is not archived."""
-        root = self.exp_dir / ATTENTION_DIR
-        past = []
-        for path in sorted(root.glob("epoch_*")) if root.is_dir() else []:
-            number = path.name.removeprefix("epoch_")
-            if number.isdigit() and int(number) > epoch and (abandoned_branch or int(number) > epoch + 1):
-                past.append(path)
-        return past
-
-    def _restore_log_rows(self) -> None:
-        """A kill between a checkpoint and its log row leaves the row missing: add it back."""
-        logged = set()
-        log = self.exp_dir / LOG_NAME
-        if log.exists():
-            with open(log, newline="") as f:
-                logged = {row.get("epoch") for row in csv.DictReader(f)}
-        for row in self.history:
-            if row.get("experiment", self.name) == self.name and str(row["epoch"]) not in logged:
-                self._append_log(row)
-
-    def _archive(self, files: list[Path], why: str) -> None:
-        if not files:
-            return
-        archive = self._new_archive_folder()
-        for path in files:
-            sidecar = sidecar_path(path)
-            if sidecar.exists():
-                shutil.move(str(sidecar), archive / sidecar.name)
-            target = archive / path.relative_to(self.exp_dir)  # attention/epoch_N keeps its parent
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), target)
-        names = ", ".join(p.name for p in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-        self.echo(f"{why}; moved {names} to {archive} (nothing deleted)")
-
-    def _new_archive_folder(self) -> Path:
-        """``archive/<time>/``, never one that exists: two archivings in one second must not
-        move a file onto a same-named one archived before."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        (self.exp_dir / "archive").mkdir(parents=True, exist_ok=True)
-        for n in range(1, 10_000):
-            folder = self.exp_dir / "archive" / (stamp if n == 1 else f"{stamp}-{n}")
-            try:
-                folder.mkdir()
-                return folder
-            except FileExistsError:
-                continue
-        raise CheckpointError(f"{self.exp_dir / 'archive'}: no free folder name for {stamp}")
+        self.folder.restore_log_rows(self.history, self.name)
 
     # -- signals --------------------------------------------------------------------------------
 
     def _signals_handled(self) -> "_SignalScope":
         return _SignalScope(self)
-
-
-def _has_entries(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.iterdir())
 
 
 class _SignalScope:

@@ -452,8 +452,6 @@ class CheckpointWriter:
 
 # --- choosing a checkpoint to resume -----------------------------------------------------------
 
-_ROLE_PREFERENCE = {"epoch": 2, "interrupt": 1, "best": 0, "other": 0}
-
 
 def find_latest_good_checkpoint(exp_dir: Path, echo: Callable[[str], None]) -> LoadedCheckpoint | None:
     """The newest checkpoint in ``exp_dir`` that fully loads, walking newest first.
@@ -464,7 +462,8 @@ def find_latest_good_checkpoint(exp_dir: Path, echo: Callable[[str], None]) -> L
     each naming the file and why. Nothing is deleted or rewritten here.
     """
     from training.checkpoint.meta import list_checkpoint_files, read_checkpoint_info
-    from training.naming import carries_run_tag, parse_checkpoint_name, parse_experiment_name
+    from training.checkpoint.resumable import newest_first, resume_rank
+    from training.naming import carries_run_tag, parse_experiment_name
 
     folder = parse_experiment_name(Path(exp_dir).name)  # {} for a name of no known scheme: any tag
     infos = [read_checkpoint_info(p) for p in list_checkpoint_files(exp_dir)
@@ -477,9 +476,7 @@ def find_latest_good_checkpoint(exp_dir: Path, echo: Callable[[str], None]) -> L
             echo(f"Auto-resume: skipping {info.path}: {why}")
             continue
         usable.append(info)
-    usable.sort(key=lambda i: (i.epoch, i.step_in_epoch, _ROLE_PREFERENCE[parse_checkpoint_name(i.path.name).role],
-                               i.mtime), reverse=True)
-    for info in usable:
+    for info in newest_first(usable, lambda i: resume_rank(i.epoch, i.step_in_epoch, i.path.name, i.mtime)):
         try:
             if not info.complete:
                 verify_zip_records(info.path)  # no sidecar checksum vouches for its tensor bytes

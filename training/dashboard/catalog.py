@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from training.checkpoint import resumable
 from training.checkpoint.fsutil import sidecar_path
 from training.checkpoint.meta import read_checkpoint_info
 from training.checkpoint.sidecar import clear_damage_mark, mark_damaged, verify_checkpoint_file
@@ -114,9 +115,7 @@ def _hyperparameters(name: str, checkpoints: list[ScannedCheckpoint]) -> dict[st
     with_args = [c for c in checkpoints if c.readable and isinstance(c.info.args, dict)]
     args: dict[str, Any] = {}
     if with_args:
-        newest = max(with_args, key=lambda c: (c.info.epoch if c.info.epoch is not None else -1,
-                                               c.info.step_in_epoch, c.info.mtime))
-        args = newest.info.args or {}
+        args = resumable.newest(with_args, scan.resume_rank).info.args or {}
     parsed = parse_experiment_name(name)
     return {column: args[key] if key in args else parsed.get(key)
             for column, key in HYPERPARAMETER_KEYS.items()}

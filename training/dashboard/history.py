@@ -21,12 +21,12 @@ import pandas as pd
 
 from training.checkpoint.pool import ReadRequest, read_checkpoint_infos
 from training.checkpoint.meta import read_checkpoint_info
+from training.naming import LOG_NAME
 from training.dashboard.scan import (CACHE_MAX_ENTRIES, FileCache, ScannedCheckpoint, experiment_dir,
                                      folder_checkpoints, is_experiment_name, newest_full, typed_frame)
 
 # Same names as training.trainer.LOG_NAME / LOG_COLUMNS (a test checks it): importing the
 # trainer would import torch, which the dashboard's read path must not.
-LOG_NAME = "training_log.csv"
 # epoch_seconds and timestamp (when the row was written) let the Jobs page estimate an ETA.
 HISTORY_METRICS = ("train_loss", "train_eer", "val_loss", "val_acc", "val_eer", "best_val_eer", "lr",
                    "epoch_seconds", "timestamp")

@@ -2,12 +2,13 @@
 checkpoint, what is passed to :func:`training.jobs.launch`, the command preview, the per-key diff
 against the checkpoint and the checks that keep invalid runs from being submitted.
 
-One form serves the four modes of :data:`training.jobs.MODES`. The fields come from
+One form serves the four modes of :data:`training.runs.MODES`. The fields come from
 ``training.config.OPTIONS`` (nothing is listed twice); the mode flags and ``--model_path`` are
 not fields: the mode is a single choice (so ``--resume --fresh_start`` cannot be expressed) and
 the checkpoint is picked from the models root's scanned files, never typed.
 
-What is passed for resume / pretrained mirrors the CLI (``training.cli.plan_run``): a resume
+What is passed for resume / pretrained follows the rules the CLI applies (``training.runs``: the
+flag combinations, the merge of a checkpoint's args, the differences, the command line): a resume
 takes every hyperparameter not typed from the checkpoint, a pretrained start only the
 architecture keys. So the form passes only the values that differ from what the CLI would use
 anyway (plus ``num_epochs``, as the guide's commands always do): the command stays as short as
@@ -27,18 +28,13 @@ import pandas as pd
 
 from training.dashboard import catalog
 from training import jobs
-from training.cli import (
-    ARCHITECTURE_KEYS,
-    NOT_STORED,
-    PREDATED_VALUES,
-    UsageError,
-    _merge,
-    check_combinations,
-    hyperparameter_differences,
-)
-from training.config import ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, OPTIONS, Option, validate_options
+from training.config import (ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, OPTIONS, Option, UsageError, coerce,
+                             validate_options)
 from training.naming import experiment_name, parse_experiment_name
-from training.dashboard.views import RESUMABLE_KINDS, WEIGHT_KINDS
+from training.dashboard.views import RESUMABLE_KINDS, WEIGHT_KINDS, newest_resumable
+from training.runs import (MODES, NEEDS_CHECKPOINT, NOT_STORED, PREDATED_VALUES, RESERVED_OPTIONS, check_combinations,
+                           command_line, hyperparameter_differences, keys_from_checkpoint, merge_checkpoint_args,
+                           mode_flags)
 
 MODE_LABELS: dict[str, str] = {
     "fresh": "Fresh start",
@@ -56,7 +52,7 @@ GROUP_TITLES: dict[str, str] = {"training": "Training", "data": "Data", "checkpo
                                 "system": "System"}
 # Not form fields: the models root is the dashboard's, model_path is the chosen checkpoint, the
 # mode flags are the mode; evaluation is not a training run.
-NOT_FIELDS = frozenset({"models_root", "model_path"}) | jobs.RESERVED_OPTIONS | EVALUATION_OPTIONS
+NOT_FIELDS = frozenset({"models_root", "model_path"}) | RESERVED_OPTIONS | EVALUATION_OPTIONS
 FIELDS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.name not in NOT_FIELDS)
 FIELDS_BY_NAME: dict[str, Option] = {o.name: o for o in FIELDS}
 # Passed even when unchanged, like every command in the guide: the target is what one reads first.
@@ -132,24 +128,6 @@ def stored_args(path: Path | str) -> dict[str, Any]:
     return dict(args) if isinstance(args, Mapping) else {}
 
 
-# --auto_resume's order among a folder's full checkpoints (training/store.py, which imports torch,
-# so the dashboard keeps its own copy): the highest (epoch, step in epoch) wins; at equal ones the
-# epoch file, then the interrupt file, then the best copy; then the newest file.
-AUTO_RESUME_ROLE_ORDER = {"epoch": 2, "interrupt": 1, "best": 0, "other": 0}
-
-
-def newest_resumable(checkpoints: pd.DataFrame, experiment: str) -> pd.Series | None:
-    """The scan's row of the checkpoint ``--auto_resume`` would continue ``experiment`` from
-    (None when it holds no full checkpoint with an epoch: weights-only files cannot resume)."""
-    rows = checkpoints[(checkpoints["experiment"] == experiment) & checkpoints["kind"].isin(list(RESUMABLE_KINDS))
-                       & checkpoints["epoch"].notna()]
-    if not len(rows):
-        return None
-    rows = rows.assign(_role=rows["role"].map(AUTO_RESUME_ROLE_ORDER).fillna(0),
-                       _step=rows["step_in_epoch"].fillna(0))
-    return rows.sort_values(["epoch", "_step", "_role", "modified"], kind="stable").iloc[-1]
-
-
 def experiment_stored_args(models_root: Path | str, checkpoints: pd.DataFrame, experiment: str) -> dict[str, Any]:
     """The args of the checkpoint auto-resume would continue; else what its folder name says;
     ``{}`` for a name that follows no scheme."""
@@ -185,29 +163,6 @@ def auto_resume_refusal(checkpoints: pd.DataFrame, experiment: str) -> str | Non
 
 # --- values -----------------------------------------------------------------------------------------
 
-def _coerce(opt: Option, value: Any) -> Any:
-    """A stored value as the field's type; raises ValueError when it cannot be one."""
-    if value is None:
-        return None
-    if opt.kind is bool:
-        if isinstance(value, str):
-            if value.lower() in ("true", "false"):
-                return value.lower() == "true"
-            raise ValueError(value)
-        return bool(value)
-    if opt.kind is int:
-        number = float(value)
-        if not number.is_integer():
-            raise ValueError(value)
-        return int(number)
-    if opt.kind is float:
-        return float(value)
-    text = str(value)
-    if opt.choices and text not in opt.choices:
-        raise ValueError(value)
-    return text
-
-
 def form_defaults(mode: str, stored: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(field -> initial value, notes). Hyperparameters come from ``stored`` (a checkpoint's
     ``args``) where it has them; action options (device, workers, keep_last) keep the defaults,
@@ -219,7 +174,7 @@ def form_defaults(mode: str, stored: Mapping[str, Any]) -> tuple[dict[str, Any],
         if name in ACTION_OPTIONS or name not in stored:
             continue
         try:
-            values[name] = _coerce(opt, stored[name])
+            values[name] = coerce(opt, stored[name])
         except (TypeError, ValueError):
             notes.append(f"The checkpoint's {name}={stored[name]!r} is not a valid --{name}; using {opt.default!r}")
     if mode == "resume" and stored:  # what the CLI assumes for keys the checkpoint predates
@@ -246,7 +201,7 @@ def parse_field(opt: Option, raw: Any) -> Any:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     try:
-        return _coerce(opt, raw.strip() if isinstance(raw, str) else raw)
+        return coerce(opt, raw.strip() if isinstance(raw, str) else raw)
     except (TypeError, ValueError):
         kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(opt.kind, "one of the choices")
         raise ValueError(f"{opt.name}: {raw!r} is not {kind}") from None
@@ -256,10 +211,9 @@ def parse_field(opt: Option, raw: Any) -> Any:
 
 def cli_baseline(mode: str, stored: Mapping[str, Any]) -> dict[str, Any]:
     """The values the CLI uses for options not typed: the defaults, overlaid (exactly as
-    ``cli.plan_run`` merges) with the checkpoint's values for resume (every hyperparameter) or
-    pretrained (architecture keys only)."""
-    keys = {"resume": DEFAULTS.keys(), "pretrained": ARCHITECTURE_KEYS}.get(mode, ())
-    return _merge(dict(stored), dict(DEFAULTS), set(), keys)
+    the CLI merges, ``training.runs.merge_checkpoint_args``) with the checkpoint's values for
+    resume (every hyperparameter) or pretrained (architecture keys only)."""
+    return merge_checkpoint_args(dict(stored), dict(DEFAULTS), (), keys_from_checkpoint(mode))
 
 
 @dataclass
@@ -292,7 +246,7 @@ class LaunchPlan:
 
 
 def _passed_args(mode: str, values: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
-    if mode not in jobs.NEEDS_CHECKPOINT:
+    if mode not in NEEDS_CHECKPOINT:
         return {k: v for k, v in values.items() if v is not None}  # jobs drops the defaults itself
     return {k: v for k, v in values.items()
             if v is not None and (k in ALWAYS_PASSED or k not in baseline or v != baseline[k])}
@@ -305,7 +259,7 @@ def plan_launch(models_root: Path | str, mode: str, raw_values: Mapping[str, Any
     when None). ``checkpoints``: the scan, for notes about the target folder."""
     errors: list[str] = []
     warnings: list[str] = []
-    if mode not in jobs.MODES:
+    if mode not in MODES:
         errors.append(f"Unknown mode {mode!r}; choose one of {', '.join(MODE_LABELS.values())}")
         mode = "fresh"
     values: dict[str, Any] = {}
@@ -315,7 +269,7 @@ def plan_launch(models_root: Path | str, mode: str, raw_values: Mapping[str, Any
         except ValueError as exc:
             errors.append(str(exc))
             values[name] = opt.default
-    needs_checkpoint = mode in jobs.NEEDS_CHECKPOINT
+    needs_checkpoint = mode in NEEDS_CHECKPOINT
     if needs_checkpoint and checkpoint is None:
         errors.append(f"{MODE_LABELS[mode]}: choose a checkpoint first (under “Checkpoint”)")
     if stored is None:
@@ -330,8 +284,7 @@ def plan_launch(models_root: Path | str, mode: str, raw_values: Mapping[str, Any
     except UsageError as exc:
         errors.append(str(exc))
     try:
-        check_combinations({**effective, "resume": mode == "resume", "auto_resume": mode == "auto_resume",
-                            "fresh_start": mode in ("fresh", "pretrained"), "list_checkpoints": False,
+        check_combinations({**effective, **mode_flags(mode),
                             # a missing checkpoint is reported above, in the form's words
                             "model_path": args.get("model_path") or needs_checkpoint})
     except UsageError as exc:
@@ -340,7 +293,7 @@ def plan_launch(models_root: Path | str, mode: str, raw_values: Mapping[str, Any
         _check_resume(checkpoint, effective, errors, warnings)
     command = None
     try:
-        command = jobs.command_line(mode, {**args, "models_root": str(models_root)})
+        command = command_line(mode, {**args, "models_root": str(models_root)})
     except ValueError as exc:
         if not errors:
             errors.append(str(exc))

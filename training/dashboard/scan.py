@@ -34,11 +34,11 @@ from typing import Any
 import pandas as pd
 
 from training.checkpoint.pool import ReadRequest, read_checkpoint_infos
+from training.checkpoint import resumable
 from training.checkpoint.fsutil import SIDECAR_SUFFIX
 from training.checkpoint.meta import METRIC_KEYS, CheckpointInfo
-from training.naming import CHECKPOINT_SUFFIX, checkpoint_sort_key, parse_checkpoint_name
+from training.naming import ARCHIVE_DIRNAME, CHECKPOINT_SUFFIX, checkpoint_sort_key, parse_checkpoint_name
 
-ARCHIVE_DIRNAME = "archive"
 CHECKPOINT_COLUMNS = (
     "experiment", "file", "path", "role", "kind", "epoch", "step_in_epoch", *METRIC_KEYS,
     "size_bytes", "modified", "reason", "complete",
@@ -285,11 +285,14 @@ def folder_checkpoints(exp_dir: Path, listing: Listing | None = None) -> list[Sc
 
 
 def newest_full(checkpoints: list[ScannedCheckpoint]) -> ScannedCheckpoint | None:
-    """The full checkpoint furthest along (epoch, step), newest file on ties."""
-    full = [c for c in checkpoints if c.info.kind == "full" and c.info.epoch is not None]
-    if not full:
-        return None
-    return max(full, key=lambda c: (c.info.epoch, c.info.step_in_epoch, c.info.mtime))
+    """The full checkpoint auto-resume would continue (``training.checkpoint.resumable``)."""
+    return resumable.newest([c for c in checkpoints if c.info.kind == "full" and c.info.epoch is not None],
+                            resume_rank)
+
+
+def resume_rank(c: ScannedCheckpoint) -> tuple[Any, ...]:
+    """A scanned checkpoint's place in auto-resume's order."""
+    return resumable.resume_rank(c.info.epoch, c.info.step_in_epoch, c.path.name, c.info.mtime)
 
 
 def local_timestamp(mtime: float | None) -> pd.Timestamp:

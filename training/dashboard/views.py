@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from training.checkpoint import resumable
 from training.naming import checkpoint_sort_key
 
 STATUSES = ("running", "finished", "interrupted", "empty")
@@ -112,9 +114,27 @@ def weights_checkpoint(checkpoints: pd.DataFrame, experiment: str) -> str | None
     return str(rows.assign(_epoch=rows["epoch"].fillna(-1)).sort_values("_epoch", kind="stable")["file"].iloc[-1])
 
 
+def resume_rank_of_row(row: pd.Series) -> tuple[Any, ...]:
+    """A scan row's place in auto-resume's order (``training.checkpoint.resumable``)."""
+    modified = row["modified"]
+    mtime = modified.timestamp() if pd.notna(modified) else None
+    return resumable.resume_rank(row["epoch"], row["step_in_epoch"], row["file"], mtime)
+
+
+def newest_resumable(checkpoints: pd.DataFrame, experiment: str) -> pd.Series | None:
+    """The scan's row of the checkpoint ``--auto_resume`` would continue ``experiment`` from
+    (None when it holds no full checkpoint with an epoch: weights-only files cannot resume)."""
+    rows = checkpoints[(checkpoints["experiment"] == experiment) & checkpoints["kind"].isin(list(RESUMABLE_KINDS))
+                       & checkpoints["epoch"].notna()]
+    return resumable.newest((row for _, row in rows.iterrows()), resume_rank_of_row)
+
+
 def args_checkpoint(checkpoints: pd.DataFrame, experiment: str) -> Path | None:
-    """The checkpoint whose ``args`` stand for an experiment's hyperparameters: its newest
-    full checkpoint (highest epoch, the epoch file before the best copy), else any readable one."""
+    """The checkpoint whose ``args`` stand for an experiment's hyperparameters: the one
+    auto-resume would continue (:func:`newest_resumable`), else the readable one furthest along."""
+    newest = newest_resumable(checkpoints, experiment)
+    if newest is not None:
+        return Path(newest["path"])
     rows = checkpoints[(checkpoints["experiment"] == experiment) & checkpoints["kind"].isin(list(WEIGHT_KINDS))]
     if rows.empty:
         return None

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-BONAFIDE = 1
-SPOOF = 0
+from training.labels import CSV_LABELS, PROTOCOL_LABELS
+
 AUDIO_SUFFIXES = (".flac", ".wav")
 _CHUNK = 65536  # lines converted to numpy at a time
 
@@ -56,8 +56,6 @@ LAYOUTS = {
 }
 # Which key layouts each --track accepts (2019 protocols: scoring the 2019 LA eval set).
 TRACK_KINDS = {"LA": ("LA", "2019"), "DF": ("DF", "2019"), "In-the-Wild": ("In-the-Wild",)}
-CM_LABELS = {"bonafide": BONAFIDE, "spoof": SPOOF}
-CSV_LABELS = {"bona-fide": BONAFIDE, "bonafide": BONAFIDE, "spoof": SPOOF}
 ASV_LABELS = {"target": 0, "nontarget": 1, "spoof": 2}
 
 
@@ -218,7 +216,7 @@ def _read_whitespace_key(path: Path, n_fields: int) -> TrialKey:
             if len(fields) != layout.n_fields:
                 raise EvalInputError(f"{path} line {lineno}: expected {layout.n_fields} fields like the first "
                                      f"line, got {len(fields)}: '{line.strip()[:120]}'")
-            label = CM_LABELS.get(fields[layout.label_field])
+            label = PROTOCOL_LABELS.get(fields[layout.label_field])
             if label is None:
                 raise EvalInputError(f"{path} line {lineno}: expected 'bonafide' or 'spoof' in field "
                                      f"{layout.label_field + 1}, got '{fields[layout.label_field][:60]}'")

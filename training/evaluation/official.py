@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.evaluation.keys import BONAFIDE, SPOOF, AsvTrials, TrialKey
+from training.evaluation.keys import AsvTrials, TrialKey
+from training.labels import BONAFIDE, SPOOF
 from training.metrics import compute_det_curve, compute_eer
 
 POOLED = "Pooled"

@@ -103,7 +103,7 @@ class EvalAudio:
         import soundfile as sf
         import torch
 
-        from training.data.datasets import pad
+        from training.data.common import pad
 
         path = self.path(i)
         try:
@@ -204,7 +204,7 @@ def load_scoring_model(path: Path, cli_args: dict[str, Any], explicit: set[str],
 def eval_clip_samples(model_args: dict[str, Any], cli_args: dict[str, Any], explicit: set[str]) -> int:
     """Clip length the audio is cut or tiled to: ``--clip_samples`` when typed; the model's own
     training length for a model trained on the synthetic set; else 64,600 (the 2021 baselines')."""
-    from training.data.datasets import DEFAULT_CLIP_SAMPLES
+    from training.data.common import DEFAULT_CLIP_SAMPLES
 
     if "clip_samples" in explicit:
         return int(cli_args["clip_samples"])

@@ -87,7 +87,7 @@ def synthetic_trial(track: str, i: int, seed: int) -> SyntheticTrial:
 
 def synthetic_clip(track: str, i: int, seed: int, clip_samples: int) -> np.ndarray:
     """Trial ``i``'s audio: float32 in [-1, 1], ``clip_samples`` long."""
-    from training.data.datasets import synthesize_clip
+    from training.data.synthetic import synthesize_clip
 
     trial = synthetic_trial(track, i, seed)
     rng = _stream(seed, track, i, 1)

@@ -22,8 +22,9 @@ from typing import Any
 
 from torch import nn
 
-from training.config import DEFAULTS
-from training.models.base import BONAFIDE, SPOOF, ModelOutput
+from training.config import DEFAULTS, coerce_to
+from training.labels import BONAFIDE, SPOOF
+from training.models.base import ModelOutput
 from training.models.frontends import FRONTENDS
 from training.models.g3_heatmap import HEAD_VERSION, G3Heatmap
 from training.models.g3_heatmap_v0 import G3HeatmapV0
@@ -37,24 +38,16 @@ LEGACY_HEAD_VERSION = 0  # what args without a recorded ``head_version`` were tr
 CURRENT_HEAD_KEY = "head.temporal_attn."  # a weight name only the current head has
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Match the constructor default's type (args may come from JSON, a form, or numpy)."""
+def _typed(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the constructor default's type (args may come from JSON, a form, or numpy),
+    by the option table's coercion rule (``training.config.coerce_to``)."""
     if default is None or value is None or type(value) is type(default):
         return value
-    if isinstance(default, bool):
-        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
-            return value.lower() in {"true", "1"}
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise ValueError(f"{name} must be a bool, got {value!r}")
-    if isinstance(default, int) and not isinstance(value, bool):
-        as_float = float(value)
-        if as_float.is_integer():
-            return int(as_float)
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if isinstance(default, float) and not isinstance(value, bool):
-        return float(value)
-    return value
+    try:
+        return coerce_to(type(default), value)
+    except (TypeError, ValueError):
+        kind = {bool: "a bool", int: "an integer", float: "a number"}.get(type(default), type(default).__name__)
+        raise ValueError(f"{name} must be {kind}, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ class ModelEntry:
             if name == "self" or param.default is inspect.Parameter.empty:
                 continue
             value = args[name] if name in args else DEFAULTS.get(name, param.default)
-            out[name] = _coerce(name, value, param.default)
+            out[name] = _typed(name, value, param.default)
         return out
 
     def __call__(self, args: Mapping[str, Any]) -> nn.Module:

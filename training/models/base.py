@@ -10,9 +10,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-# Column of ``log_probs`` that holds the bonafide class (label 1); column 0 is spoof (label 0).
-BONAFIDE = 1
-SPOOF = 0
+from training.labels import BONAFIDE  # column of ``log_probs`` per class (label 1: bona fide)
 
 
 class ModelOutput(NamedTuple):
