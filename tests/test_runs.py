@@ -130,12 +130,12 @@ def test_scan_rows_follow_the_same_order() -> None:
 
 def test_names_and_labels_have_one_home() -> None:
     from training import models, run_folder
-    from training.dashboard import catalog
+    from training.dashboard import catalog, scan
     from training.data import asvspoof, synthetic
     from training.evaluation import keys, official
 
     assert catalog.LOG_NAME is naming.LOG_NAME and run_folder.LOG_NAME is naming.LOG_NAME
-    assert catalog.ARCHIVE_DIRNAME is naming.ARCHIVE_DIRNAME is run_folder.ARCHIVE_DIRNAME
+    assert scan.ARCHIVE_DIRNAME is naming.ARCHIVE_DIRNAME is run_folder.ARCHIVE_DIRNAME
     from training.jobs import registry
     assert registry.JOBS_DIRNAME is naming.JOBS_DIRNAME
     assert models.BONAFIDE is labels.BONAFIDE and synthetic.BONAFIDE is labels.BONAFIDE

@@ -116,9 +116,10 @@ def weights_checkpoint(checkpoints: pd.DataFrame, experiment: str) -> str | None
 
 def resume_rank_of_row(row: pd.Series) -> tuple[Any, ...]:
     """A scan row's place in auto-resume's order (``training.checkpoint.resumable``)."""
-    modified = row["modified"]
-    mtime = modified.timestamp() if pd.notna(modified) else None
-    return resumable.resume_rank(row["epoch"], row["step_in_epoch"], row["file"], mtime)
+    modified = row.get("modified")  # a frame made by hand may lack the scan's time and step columns
+    mtime = modified.timestamp() if modified is not None and pd.notna(modified) else None
+    step = row.get("step_in_epoch")
+    return resumable.resume_rank(row["epoch"], 0 if step is None or pd.isna(step) else step, row["file"], mtime)
 
 
 def newest_resumable(checkpoints: pd.DataFrame, experiment: str) -> pd.Series | None:
