@@ -14,7 +14,7 @@ written before pruning (or the interrupt checkpoint a stop writes), never more t
 it trains. The best file is a hard link: no space of its own. A run that needs more than the free
 space of the models root's file system is refused before anything is created (a ``UsageError``:
 exit 2; the choice of root, epochs and ``--keep_last`` is the user's). Each save still checks the
-free space again (``training.store.ensure_free_space``): other processes share the disk.
+free space again (``training.checkpoint.store.ensure_free_space``): other processes share the disk.
 
 Shared by the CLI and the Launch form (``training.launch_form.plan_launch``); torch is imported
 only when an estimate is made.

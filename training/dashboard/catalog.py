@@ -7,8 +7,8 @@ checkpoint's details and verification, and the hyperparameter diff; it re-export
 scanning checkpoints and the per-file cache (:mod:`training.dashboard.scan`), histories and
 lineage (:mod:`training.dashboard.history`), protection and deletion
 (:mod:`training.dashboard.protection`). "Running" comes from the folder's lock
-(:mod:`training.lock`) and the jobs registry (:mod:`training.jobs.registry`). Importing this
-module does not import torch; only :func:`delete_checkpoints` does, on first use.
+(:mod:`training.lock`) and the jobs registry (:mod:`training.jobs.registry`). Nothing here, deleting
+included, imports torch.
 """
 
 from __future__ import annotations
