@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.checkpoint.fsutil import atomic_write, fsync_dir
 from training.labels import LABEL_NAMES
 
 ATTENTION_DIR = "attention"
@@ -147,20 +148,7 @@ def render_png(path: Path, arrays: dict[str, np.ndarray], i: int) -> None:
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **{key: arrays[key] for key in ARRAY_KEYS})
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda f: np.savez(f, **{key: arrays[key] for key in ARRAY_KEYS}))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -190,12 +178,12 @@ def write_attention(root: Path, name: str, arrays: dict[str, np.ndarray]) -> Pat
     for i in range(len(arrays["label"])):
         render_png(tmp / png_name(i, arrays["utt_id"][i], arrays["label"][i], arrays["score"][i]), arrays, i)
     _save_npz(tmp / NPZ_NAME, arrays)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     final, old = root / name, root / f".{name}.old-{os.getpid()}"
     if final.exists():
         os.rename(final, old)
     os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     shutil.rmtree(old, ignore_errors=True)
     return final
 

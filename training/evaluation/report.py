@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from training.checkpoint.fsutil import atomic_write
 from training.evaluation.keys import AsvTrials, TrialKey
 from training.evaluation.official import Breakdown, Factor
 
@@ -79,17 +79,8 @@ def metrics_document(*, track: str, subset: str, key: TrialKey, score_path: Path
 
 def write_metrics(path: Path, doc: dict[str, Any]) -> None:
     """Atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _cell(value: float | None, digits: int) -> str:

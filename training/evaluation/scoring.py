@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from training.checkpoint.fsutil import atomic_write
 from training.evaluation.keys import EvalInputError, TrialKey
 
 SUFFIXES = (".flac", ".wav")  # code 1, 2; 0 = missing
@@ -252,18 +253,13 @@ def write_score_file(path: Path, key: TrialKey, scores: np.ndarray) -> np.ndarra
     file states them, read as float64: what the official package computes with."""
     as_written = np.empty(len(key), dtype=np.float64)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for start in range(0, len(key), _WRITE_CHUNK):
-                texts = [format_score(v) for v in scores[start:start + _WRITE_CHUNK]]
-                as_written[start:start + len(texts)] = [float(t) for t in texts]
-                ids = key.ids[start:start + len(texts)]
-                f.write("".join(f"{trial.decode('utf-8')} {text}\n" for trial, text in zip(ids, texts)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    def write(f: Any) -> None:
+        for start in range(0, len(key), _WRITE_CHUNK):
+            texts = [format_score(v) for v in scores[start:start + _WRITE_CHUNK]]
+            as_written[start:start + len(texts)] = [float(t) for t in texts]
+            ids = key.ids[start:start + len(texts)]
+            f.write("".join(f"{trial.decode('utf-8')} {text}\n" for trial, text in zip(ids, texts)).encode("utf-8"))
+
+    atomic_write(path, write)
     return as_written
