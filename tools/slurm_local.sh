@@ -49,6 +49,8 @@ SlurmctldHost=$NODE
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits the credential lifetime before it starts again (120 s by default).
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -77,6 +79,7 @@ JobAcctGatherType=jobacct_gather/none
 NodeName=$NODE CPUs=$CPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 CONF
+  if cmp -s "$CONF.tmp" "$CONF"; then rm -f "$CONF.tmp"; return 1; fi
   mv "$CONF.tmp" "$CONF"
 }
 
@@ -84,7 +87,8 @@ CONF
 if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
   die "$CONF exists and was not written by this script; leaving it alone"
 fi
-write_conf
+CHANGED=0
+write_conf && CHANGED=1
 
 running() { pgrep -x "$1" >/dev/null; }
 
@@ -95,6 +99,11 @@ if ! running munged; then
       || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null; }
   chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
   runuser -u munge -- /usr/sbin/munged
+fi
+if [ "$CHANGED" = 1 ] && running slurmctld; then
+  # A changed config (another version of this script): restart the daemons to read it.
+  stop
+  for _ in $(seq 1 50); do running slurmctld || running slurmd || break; sleep 0.2; done
 fi
 running slurmctld || /usr/sbin/slurmctld
 running slurmd || /usr/sbin/slurmd

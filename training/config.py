@@ -127,8 +127,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("gpus_per_node", int, 0, "--launcher slurm: GPUs per node", group="launch"),
     Option("timeout_min", int, 1440, "--launcher slurm: the job's time limit in minutes; the run saves and "
            "requeues itself before it", group="launch"),
-    Option("slurm_extra", str, None, "--launcher slurm: more sbatch options, e.g. "
-           "'--account=abc --qos=high --constraint=a100'", group="launch"),
+    Option("slurm_extra", str, None, "--launcher slurm: more sbatch options, e.g. --slurm_extra="
+           "'--account=abc --qos=high' (with '=': the value starts with --)", group="launch"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

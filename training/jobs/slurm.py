@@ -468,3 +468,42 @@ def submit_from_cli(args: Mapping[str, Any], explicit: set[str]) -> int:
     print(f"Log: {job.log_path}")
     print(f"Follow it with: squeue -j {job.job_id} (or the dashboard's Jobs page)")
     return 0
+
+
+# --- the Launch form's Slurm fields ---------------------------------------------------------------
+
+FORM_FIELDS = ("slurm_partition", "nodes", "gpus_per_node", "timeout_min", "slurm_extra")
+
+
+def parse_launch_form(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The Launch page's Slurm fields as launch options ('' -> not set), and the errors the
+    shared rule (``validate_options``) finds in them, in the CLI's words."""
+    from training.config import OPTIONS_BY_NAME, coerce
+
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    for name in FORM_FIELDS:
+        value = raw.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            values[name] = coerce(OPTIONS_BY_NAME[name], value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            errors.append(f"{name}: {value!r} is not a whole number")
+    try:
+        validate_options({**values, "launcher": SLURM})
+    except UsageError as exc:
+        errors.append(str(exc))
+    return launch_values(values), errors
+
+
+def launch_flags(launch: Mapping[str, Any]) -> list[str]:
+    """``--launcher slurm`` and the launch options that differ from their defaults, as typed."""
+    from training.launcher import SLURM_OPTION_DEFAULTS
+
+    flags = ["--launcher", SLURM]
+    for name, default in SLURM_OPTION_DEFAULTS.items():
+        value = launch.get(name)
+        if value is not None and value != default:
+            flags += [f"--{name}={value}"] if str(value).startswith("-") else [f"--{name}", str(value)]
+    return flags
