@@ -173,7 +173,9 @@ def press(at: AppTest, label: str) -> None:
 
 
 def test_launch_page_submits_to_slurm_and_stop_on_the_jobs_page_leaves_a_resumable_checkpoint(
-        slurm_partition: str, tmp_path: Path, submitted: list[str]) -> None:
+        slurm_partition: str, tmp_path: Path, submitted: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job inherits the submitter's environment: one torch thread, as the in-process reference.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     root = tmp_path / "models"
     at = open_page(root, "pages/launch.py")
     at.radio(key="launch_target").set_value("Slurm").run()

@@ -57,7 +57,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 # Jobs start as soon as they are submitted, not at the next periodic scheduling pass.
-SchedulerParameters=sched_min_interval=0
+# A requeued job starts at the next pass once eligible: passes every 2 s, not every 60 s.
+SchedulerParameters=sched_min_interval=0,sched_interval=2,bf_interval=5
 MpiDefault=none
 JobRequeue=1
 ReturnToService=2
