@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages import slurm_ui
 from pages.common import ensure_navigation, models_root, page_title, refusal, signed_in
 from training import jobs
 from training.dashboard.job_status import format_duration, job_label, job_progress, jobs_frame
@@ -124,3 +125,4 @@ ensure_navigation()
 page_title("Jobs")
 root = str(models_root())
 jobs_view(root)
+slurm_ui.jobs_section(root, signed_in(), refusal("Stop"))

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from pages import slurm_ui
 from pages.common import ensure_navigation, models_root, page_title, refusal, signed_in
 from training.dashboard import catalog
 from training.dashboard import launch_form as lf
@@ -146,7 +147,7 @@ def render_preview(plan: lf.LaunchPlan) -> None:
             st.caption(f"Same hyperparameters as {plan.checkpoint.file}.")
 
 
-def submit(root: str, plan: lf.LaunchPlan) -> None:
+def submit(root: str, plan: lf.LaunchPlan, slurm_launch: dict[str, Any] | None = None) -> None:
     """Launch the previewed plan; the outcome is shown at the top of the page."""
     if not signed_in():
         st.session_state[RESULT_KEY] = ("error", refusal("Launch"), None)
@@ -157,6 +158,9 @@ def submit(root: str, plan: lf.LaunchPlan) -> None:
     if plan.fingerprint() != st.session_state.get(PREVIEWED_KEY):
         st.session_state[RESULT_KEY] = (
             "info", "The values changed: check the command and the differences below, then press Launch again.", None)
+        return
+    if slurm_launch is not None:  # the Slurm target: the same run, submitted (training.jobs.slurm)
+        st.session_state[RESULT_KEY] = slurm_ui.submit(root, plan.mode, plan.args, slurm_launch)
         return
     try:
         job = lf.launch(root, plan)
@@ -192,6 +196,7 @@ for problem in apply_url(choices):
 mode = st.radio("Mode", MODES, key=MODE_KEY, format_func=lf.MODE_LABELS.get, horizontal=True,
                 on_change=remember_in_url)
 st.caption(lf.MODE_HELP[mode])
+slurm_launch, slurm_errors = slurm_ui.launch_target()
 
 checkpoint = None
 stored: dict[str, Any] = {}
@@ -232,8 +237,11 @@ with st.form("launch_form", border=True):
 
 plan = lf.plan_launch(root, mode, raw_values, checkpoint, stored if checkpoint is not None else None,
                       checkpoints)
+plan.errors += slurm_errors
+if plan.command and slurm_launch is not None:
+    plan.command += slurm_ui.command_suffix(slurm_launch)
 if launch_clicked:
-    submit(root, plan)
+    submit(root, plan, slurm_launch)
 elif preview_clicked:
     st.session_state.pop(RESULT_KEY, None)
 # Recorded before anything is drawn: a Launch click that interrupts this run can only have been

@@ -145,7 +145,9 @@ def root(tmp_path: Path):
 def test_every_training_option_is_a_field_except_what_the_mode_and_checkpoint_set(root: Path) -> None:
     assert {o.name for o in OPTIONS} - {o.name for o in launch_form.FIELDS} == {
         "models_root", "model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints",
-        "eval", "eval_output", "eval_subset", "eval_scores"}
+        "eval", "eval_output", "eval_subset", "eval_scores",
+        # the launch target's own fields (pages/slurm_ui.py)
+        "launcher", "slurm_partition", "nodes", "gpus_per_node", "timeout_min", "slurm_extra"}
     at = open_launch(root)
     for opt in launch_form.FIELDS:
         widget = field(at, opt.name)

@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         check_evaluation_options(args, explicit)
         check_combinations(args)
         validate_options(args)  # the rule jobs.launch and the Launch form apply too
+        if args["launcher"] == "slurm":  # the same run, as a Slurm job (training.jobs.slurm)
+            from training.jobs.slurm import submit_from_cli
+            return submit_from_cli(args, explicit)
         if args["eval"] or args["eval_scores"]:
             from training.evaluation.runner import run as run_evaluation
             return run_evaluation(args, explicit)

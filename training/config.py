@@ -24,6 +24,7 @@ DATASETS = ("synthetic", "asvspoof")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULERS = ("none", "cosine")
 EVAL_SUBSETS = ("eval", "progress", "hidden", "all")
+LAUNCHERS = ("local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,17 @@ OPTIONS: tuple[Option, ...] = (
            "(all: every trial of the key)", EVAL_SUBSETS, group="evaluation"),
     Option("eval_scores", str, None, "compute the metrics of an existing score file (trial score lines) "
            "against the key, without a model, then exit", group="evaluation"),
+    # Where the run executes (training/launcher.py, training/jobs/slurm.py): launch options, not
+    # hyperparameters; never part of the folder name, never compared on resume, never in a job's argv.
+    Option("launcher", str, "local", "local: train in this process; slurm: submit the same run as a Slurm job "
+           "(submitit) that saves and requeues itself on timeout or preemption", LAUNCHERS, group="launch"),
+    Option("slurm_partition", str, None, "--launcher slurm: the partition (default: the cluster's)", group="launch"),
+    Option("nodes", int, 1, "--launcher slurm: nodes (more than one runs torchrun on each)", group="launch"),
+    Option("gpus_per_node", int, 0, "--launcher slurm: GPUs per node", group="launch"),
+    Option("timeout_min", int, 1440, "--launcher slurm: the job's time limit in minutes; the run saves and "
+           "requeues itself before it", group="launch"),
+    Option("slurm_extra", str, None, "--launcher slurm: more sbatch options, e.g. --slurm_extra="
+           "'--account=abc --qos=high' (with '=': the value starts with --)", group="launch"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -125,10 +137,12 @@ DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 # Options that select what to do rather than describe the experiment: never compared on resume.
 # The evaluation options are actions too (and not Launch-form fields: a run trains).
 EVALUATION_OPTIONS = frozenset(o.name for o in OPTIONS if o.group == "evaluation")
+# Where a run executes (this process or a Slurm job): the same run either way.
+LAUNCH_OPTIONS = frozenset(o.name for o in OPTIONS if o.group == "launch")
 ACTION_OPTIONS = frozenset(
     {"model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints", "models_root",
      "keep_last", "device", "num_workers", "visualize_attention", "viz_samples", "viz_frequency"}
-) | EVALUATION_OPTIONS
+) | EVALUATION_OPTIONS | LAUNCH_OPTIONS
 
 
 # --- the one coercion rule ----------------------------------------------------------------------
@@ -234,6 +248,9 @@ MAX_VIZ_SAMPLES = 10_000  # one PNG each: more would be a folder nobody opens
 # The models whose forward pass returns attention maps (``model(x, return_attention=True)``).
 ATTENTION_MODELS = ("g3_heatmap",)
 MAX_SEED = 2**32 - 1  # numpy's seed range; the synthetic data needs a seed >= 0
+MAX_NODES = 1024
+MAX_GPUS_PER_NODE = 64
+MAX_TIMEOUT_MIN = 366 * 24 * 60  # a year: Slurm's own limits are far below
 # (name, lowest, highest) for the whole-number options; None: no bound on that side.
 INT_RANGES: tuple[tuple[str, int | None, int | None], ...] = (
     ("num_epochs", 1, MAX_NUM_EPOCHS),
@@ -247,6 +264,9 @@ INT_RANGES: tuple[tuple[str, int | None, int | None], ...] = (
     ("viz_frequency", 0, MAX_NUM_EPOCHS),
     ("num_workers", 0, MAX_NUM_WORKERS),
     ("seed", 0, MAX_SEED),
+    ("nodes", 1, MAX_NODES),
+    ("gpus_per_node", 0, MAX_GPUS_PER_NODE),
+    ("timeout_min", 1, MAX_TIMEOUT_MIN),
 )
 # (name, must be > 0 rather than >= 0) for the real-valued options; all must be finite.
 FLOAT_RULES: tuple[tuple[str, bool], ...] = (
@@ -311,6 +331,17 @@ def _check_augmentation(values: Mapping[str, Any]) -> None:
 
     try:
         check_options(values)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_launch(values: Mapping[str, Any]) -> None:
+    """The launch options' own rules (training/launcher.py: Slurm options only with Slurm,
+    --slurm_extra's syntax)."""
+    from training.launcher import check_launch_options
+
+    try:
+        check_launch_options(values)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -433,6 +464,7 @@ def validate_options(args: Mapping[str, Any]) -> None:
     check_attention_model(values)
     if not values.get("list_checkpoints"):
         _check_augmentation(values)
+    _check_launch(values)
     comment = values.get("comment")
     if comment:
         _check_comment(str(comment))

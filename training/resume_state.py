@@ -63,6 +63,7 @@ def ignore_stop_signals(worker_id: int) -> None:
     too; only the trainer acts on it (it saves, then shuts the workers down itself)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # Slurm's time-limit warning (see trainer.EXIT_SIGNAL)
 
 
 def collate(batch: list[tuple[torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor]:

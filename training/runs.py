@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.config import (ACTION_OPTIONS, DEFAULTS, OPTIONS, OPTIONS_BY_NAME, UsageError, option_text,
-                             validate_options)
+from training.config import (ACTION_OPTIONS, DEFAULTS, LAUNCH_OPTIONS, OPTIONS, OPTIONS_BY_NAME, UsageError,
+                             option_text, validate_options)
 
 # --- start modes ------------------------------------------------------------------------------
 
@@ -169,7 +169,8 @@ def run_flags(mode: str, args: Mapping[str, Any]) -> list[str]:
             flags += ["--models_root", str(Path(root).absolute())]
             continue
         value = args.get(name)
-        if value is None or name in RESERVED_OPTIONS:
+        # Where the run executes is no part of its command: a Slurm job runs these very flags.
+        if value is None or name in RESERVED_OPTIONS or name in LAUNCH_OPTIONS:
             continue
         if opt.kind is bool:
             if value:

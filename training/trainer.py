@@ -63,7 +63,8 @@ from training.resume_state import (EpochSums, capture_rng_state, collate, epoch_
 from training.run_folder import RunFolder, describe_lineage, has_entries
 
 CHECKPOINT_FORMAT = 1
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# SIGUSR2: Slurm's warning before a time limit or preemption (training.jobs.slurm): save, as on SIGTERM.
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR2: 140}
 
 
 class TrainingStopped(Exception):

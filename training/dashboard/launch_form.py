@@ -28,8 +28,8 @@ import pandas as pd
 
 from training.dashboard import catalog
 from training import jobs
-from training.config import (ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, OPTIONS, Option, UsageError, coerce,
-                             validate_options)
+from training.config import (ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, LAUNCH_OPTIONS, OPTIONS, Option, UsageError,
+                             coerce, validate_options)
 from training.naming import experiment_name, parse_experiment_name
 from training.dashboard.views import RESUMABLE_KINDS, WEIGHT_KINDS, newest_resumable
 from training.runs import (MODES, NEEDS_CHECKPOINT, NOT_STORED, PREDATED_VALUES, RESERVED_OPTIONS, check_combinations,
@@ -52,7 +52,8 @@ GROUP_TITLES: dict[str, str] = {"training": "Training", "data": "Data", "checkpo
                                 "system": "System"}
 # Not form fields: the models root is the dashboard's, model_path is the chosen checkpoint, the
 # mode flags are the mode; evaluation is not a training run.
-NOT_FIELDS = frozenset({"models_root", "model_path"}) | RESERVED_OPTIONS | EVALUATION_OPTIONS
+# The launch options are the page's target choice (pages/slurm_ui.py), not run fields.
+NOT_FIELDS = frozenset({"models_root", "model_path"}) | RESERVED_OPTIONS | EVALUATION_OPTIONS | LAUNCH_OPTIONS
 FIELDS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.name not in NOT_FIELDS)
 FIELDS_BY_NAME: dict[str, Option] = {o.name: o for o in FIELDS}
 # Passed even when unchanged, like every command in the guide: the target is what one reads first.
