@@ -225,3 +225,79 @@ def test_an_unknown_epoch_in_the_url_is_not_read(root: Path) -> None:
     at = open_page(root, "pages/attention.py", att_exp=folder.name, att_a="../../etc")
     assert not at.exception
     assert at.selectbox(key="att_a").value in ("epoch_1", "epoch_2")
+
+
+# --- Experiments / Checkpoints: eval EER next to val EER ------------------------------------------------
+
+def test_experiments_table_shows_the_best_eval_eer(root: Path) -> None:
+    at = open_page(root, "pages/experiments.py")
+    table = at.dataframe[0].value.set_index("name")
+    la = min(d["eer"] for d in metrics_files(root) if d["track"] == "LA")
+    df = next(d["eer"] for d in metrics_files(root) if d["track"] == "DF")
+    assert f"LA {la:.2f}%" in table.loc[LCNN, "best_eval_eer"] and f"DF {df:.2f}%" in table.loc[LCNN, "best_eval_eer"]
+    assert table.loc[g3_folder(root).name, "best_eval_eer"] == ""  # never evaluated
+
+
+def test_checkpoints_table_has_eval_columns_and_names_the_best_by_eval(root: Path) -> None:
+    at = open_page(root, "pages/checkpoints.py", ckpt_exp=LCNN)
+    table = next(df.value for df in at.dataframe if "eval EER LA" in df.value.columns).set_index("file")
+    for doc in metrics_files(root):
+        assert table.loc[Path(doc["checkpoint"]["path"]).name, f"eval EER {doc['track']}"] == doc["eer"]
+    assert any("best by val EER" in c.value and "best by eval EER (LA)" in c.value for c in at.caption)
+
+
+# --- Evaluate as a background job ---------------------------------------------------------------------------
+
+@pytest.fixture
+def job_root(root: Path, tmp_path: Path):
+    import shutil
+
+    from cli_helpers import kill_job_leftovers
+
+    copy = tmp_path / "models"
+    shutil.copytree(root / LCNN, copy / LCNN, ignore=shutil.ignore_patterns("eval"))
+    yield copy
+    kill_job_leftovers(copy)
+
+
+def test_evaluate_from_a_checkpoint_row_runs_a_job_whose_result_shows_up(job_root: Path, sets) -> None:
+    from cli_helpers import wait_for
+    from training import jobs
+
+    ckpt = "checkpoint_epoch_1_ev.pth"
+    at = open_page(job_root, "pages/checkpoints.py", ckpt_exp=LCNN, ckpt_file=ckpt)
+    at.selectbox(key="eval_form_track").set_value("LA")
+    at.text_input(key="eval_form_database").set_value(str(sets["LA"]))
+    at.text_input(key="eval_form_protocols").set_value(str(sets["LA"] / "keys"))
+    at.button(key="evaluate_checkpoint").click().run()
+    assert not at.exception and "Started job" in at.success[0].value, [e.value for e in at.error]
+    (job,) = jobs.list_jobs(job_root)
+    assert job.kind == "eval" and job.mode == "eval" and job.experiment == LCNN
+    assert job.argv[job.argv.index("--model_path") + 1] == str((job_root / LCNN / ckpt).resolve())
+    wait_for(lambda: not jobs.get_job(job_root, job.id).is_active, timeout=240, interval=0.5)
+    done = jobs.get_job(job_root, job.id)
+    assert done.state == "succeeded", jobs.tail_log(job_root, job.id)
+    page = open_page(job_root, "pages/jobs.py", job=str(job.id))
+    assert any(p.proto.text.startswith("Trials scored 30/30") for p in page.get("progress")), \
+        [p.proto.text for p in page.get("progress")]
+    board = open_page(job_root, "pages/evaluation.py").dataframe[0].value
+    doc = json.loads((job_root / LCNN / "eval" / "checkpoint_epoch_1_ev_LA.txt.metrics.json").read_text())
+    assert list(board["checkpoint"]) == [ckpt] and board["LA"].iloc[0] == doc["eer"]
+
+
+def test_evaluate_with_a_missing_key_is_one_line_and_records_nothing(job_root: Path, tmp_path: Path) -> None:
+    from training import jobs
+
+    at = open_page(job_root, "pages/checkpoints.py", ckpt_exp=LCNN, ckpt_file="checkpoint_epoch_1_ev.pth")
+    at.text_input(key="eval_form_database").set_value(str(tmp_path / "nowhere"))
+    at.button(key="evaluate_checkpoint").click().run()
+    assert "Not started" in at.error[0].value and "\n" not in at.error[0].value
+    assert not jobs.db_path(job_root).exists() or jobs.list_jobs(job_root) == []
+
+
+def test_evaluate_is_refused_without_the_token(job_root: Path, sets) -> None:
+    at = open_page(job_root, "pages/checkpoints.py", ckpt_exp=LCNN, ckpt_file="checkpoint_epoch_1_ev.pth")
+    at.session_state[dashboard_access.SESSION_KEY] = "wrong"
+    at.text_input(key="eval_form_database").set_value(str(sets["LA"]))
+    at.button(key="evaluate_checkpoint").click().run()
+    assert "refused" in at.error[0].value and not (job_root / ".jobs").exists()

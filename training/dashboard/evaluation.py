@@ -417,3 +417,38 @@ def labelled_scores(result: EvalResult) -> LabelledScores:
         scores[rows] = parsed.scores
     keep = key.subset_mask(result.subset) if result.subset != "all" else np.ones(len(key), dtype=bool)
     return LabelledScores(scores[keep], key.labels[keep])
+
+
+# --- eval EER next to the validation EER (Experiments and Checkpoints pages) ------------------------------
+
+BEST_EVAL_COLUMN = "best_eval_eer"
+
+
+def with_best_eval(experiments: pd.DataFrame, models_root: Path | str) -> pd.DataFrame:
+    """The experiments table plus ``best_eval_eer``: per set, the lowest pooled EER of its
+    evaluated checkpoints (text, since an experiment may be scored on several sets)."""
+    out = experiments.copy()
+    names = out["name"].astype(str) if "name" in out else pd.Series(dtype=str)
+    out[BEST_EVAL_COLUMN] = [best_eval_text(experiment_results(models_root, n)) for n in names]
+    return out
+
+
+def with_eval_columns(rows: pd.DataFrame, models_root: Path | str, experiment: str) -> pd.DataFrame:
+    """One experiment's checkpoint rows plus an ``eval EER <set>`` column per set it was scored on,
+    matched by checkpoint file name."""
+    results = experiment_results(models_root, experiment)
+    if not results or rows.empty:
+        return rows
+    return rows.merge(checkpoint_eval_columns(results), how="left", left_on="file", right_on="checkpoint",
+                      suffixes=("", "_eval")).drop(columns=["checkpoint"])
+
+
+def best_checkpoints_text(rows: pd.DataFrame, models_root: Path | str, experiment: str) -> str:
+    """``Best by val EER: X (2.10%) · best by eval EER: DF Y (1.90%)`` for the Checkpoints page."""
+    parts = []
+    if "val_eer" in rows and rows["val_eer"].notna().any():
+        best = rows.loc[rows["val_eer"].idxmin()]
+        parts.append(f"best by val EER: `{best['file']}` ({best['val_eer']:.2f}%)")
+    for name, r in sorted(best_by_eval(experiment_results(models_root, experiment)).items()):
+        parts.append(f"best by eval EER ({name}): `{r.checkpoint}` ({r.eer:.2f}%)")
+    return " · ".join(parts)
