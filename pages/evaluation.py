@@ -17,7 +17,7 @@ import streamlit as st
 from pages.common import ensure_navigation, models_root, page_title
 from training.dashboard import catalog
 from training.dashboard import evaluation as ev
-from training.dashboard.evaluation_plots import condition_figure, det_figure, det_points, histogram_figure
+from training.dashboard.evaluation_plots import condition_figure, det_figure, histogram_figure, result_curves
 
 EVAL_COMMAND = ("python main.py --eval --model_path {root}/<experiment>/<checkpoint>.pth --track DF "
                 "--database_path <ASVspoof2021_DF folder> --protocols_path <keys folder>")
@@ -74,22 +74,19 @@ def curves_section(results: list[ev.EvalResult]) -> None:
     if not picked:
         st.info("Pick checkpoints to draw their DET curves.")
         return
-    curves, scored = {}, {}
+    curves, histograms = {}, {}
     for row in picked:
         try:
-            data = ev.labelled_scores(in_set[row])
+            curves[row], histograms[row] = result_curves(in_set[row])
         except ev.EvaluationViewError as exc:
             st.warning(str(exc))
-            continue
-        curves[row], scored[row] = det_points(data.labels, data.scores), data
     if not curves:
         return
     st.plotly_chart(det_figure(curves, {row: in_set[row].eer for row in curves}), key="det_curve", width="stretch")
-    shown = list(scored)[:MAX_HISTOGRAMS]
+    shown = list(histograms)[:MAX_HISTOGRAMS]
     for column, row in zip(st.columns(len(shown)), shown):
         with column:
-            st.plotly_chart(histogram_figure(row, scored[row].labels, scored[row].scores), key=f"histogram_{row}",
-                            width="stretch")
+            st.plotly_chart(histogram_figure(row, histograms[row]), key=f"histogram_{row}", width="stretch")
 
 
 # --- layout --------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ _DOCS: dict[Path, tuple[tuple[int, int], dict[str, Any] | None]] = {}
 _DOCS_LOCK = threading.Lock()
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def file_stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
     except OSError:
@@ -93,7 +93,7 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 def read_metrics(path: Path) -> dict[str, Any] | None:
     """The metrics file as a dict, or None when it is not one (re-read only when it changed)."""
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     if stamp is None:
         return None
     with _DOCS_LOCK:
@@ -362,7 +362,7 @@ def _is_float(token: bytes) -> bool:
 
 def read_scores(path: Path) -> ScoreFile:
     """The score file, parsed once while its (size, mtime) stays the same."""
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     if stamp is None or not path.is_file():
         raise EvaluationViewError(f"{path}: score file not found")
     cached = _SCORES.get(path, stamp)
@@ -381,7 +381,7 @@ def read_key_cached(path: Path, track: str):
     """The evaluation key (training.evaluation.keys.read_key), read once per (size, mtime)."""
     from training.evaluation.keys import EvalInputError, read_key
 
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     if stamp is None:
         raise EvaluationViewError(f"{path}: the key this evaluation used is gone")
     cached = _KEYS.get((path, track), stamp)

@@ -10,6 +10,7 @@ percent, as the ASVspoof challenge plots draw them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from scipy.stats import norm
 
+from training.dashboard import evaluation as ev
 from training.dashboard.plots import PALETTE
 
 DET_MAX_POINTS = 400
@@ -101,17 +103,49 @@ def det_figure(curves: Mapping[str, DetCurve], eers: Mapping[str, float | None])
     return fig
 
 
-def histogram_figure(name: str, labels: np.ndarray, scores: np.ndarray, bins: int = HISTOGRAM_BINS) -> go.Figure:
-    """Bona fide and spoof score densities overlaid, over shared bins (computed here, so the
-    browser gets ``bins`` numbers per class, not a point per trial)."""
+@dataclass(frozen=True)
+class ScoreHistogram:
+    centres: np.ndarray
+    width: float
+    bonafide: np.ndarray  # density per bin
+    spoof: np.ndarray
+
+
+def score_histogram(labels: np.ndarray, scores: np.ndarray, bins: int = HISTOGRAM_BINS) -> ScoreHistogram:
+    """Bona fide and spoof densities over shared bins: ``bins`` numbers per class for the browser,
+    not a point per trial."""
     finite = np.isfinite(scores)
     edges = np.histogram_bin_edges(scores[finite], bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
+    density = [np.histogram(scores[finite & (labels == label)], bins=edges, density=True)[0] for label in (1, 0)]
+    return ScoreHistogram((edges[:-1] + edges[1:]) / 2, float(edges[1] - edges[0]), *density)
+
+
+_CURVES: dict[tuple, tuple[tuple, tuple[DetCurve, ScoreHistogram]]] = {}
+_CURVES_LOCK = threading.Lock()
+
+
+def result_curves(result: ev.EvalResult) -> tuple[DetCurve, ScoreHistogram]:
+    """The DET curve and histogram of one result, computed once while its score file and key keep
+    their (size, mtime): a warm page redraws them without touching 600,000 scores."""
+    entry = (result.score_path, result.key_path, result.subset)
+    stamp = (ev.file_stamp(result.score_path), ev.file_stamp(result.key_path) if result.key_path else None)
+    with _CURVES_LOCK:
+        hit = _CURVES.get(entry)
+    if hit and hit[0] == stamp:
+        return hit[1]
+    data = ev.labelled_scores(result)
+    value = (det_points(data.labels, data.scores), score_histogram(data.labels, data.scores))
+    with _CURVES_LOCK:
+        _CURVES[entry] = (stamp, value)
+    return value
+
+
+def histogram_figure(name: str, hist: ScoreHistogram) -> go.Figure:
+    """Bona fide and spoof score densities overlaid."""
     fig = go.Figure()
-    for label, text, color in ((1, "bona fide", "#2ca02c"), (0, "spoof", "#d62728")):
-        counts, _ = np.histogram(scores[finite & (labels == label)], bins=edges, density=True)
-        fig.add_trace(go.Bar(x=centres.tolist(), y=counts.tolist(), name=text, marker_color=color, opacity=0.55,
-                             meta={"role": "histogram", "label": text}, width=float(edges[1] - edges[0])))
+    for text, values, color in (("bona fide", hist.bonafide, "#2ca02c"), ("spoof", hist.spoof, "#d62728")):
+        fig.add_trace(go.Bar(x=hist.centres.tolist(), y=values.tolist(), name=text, marker_color=color, opacity=0.55,
+                             meta={"role": "histogram", "label": text}, width=hist.width))
     fig.update_layout(barmode="overlay", title=f"Scores: {name}", xaxis_title="score (log p(bona fide))",
                       yaxis_title="density", margin=dict(l=10, r=10, t=40, b=10))
     return fig
