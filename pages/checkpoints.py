@@ -18,7 +18,8 @@ import streamlit as st
 
 from pages.common import (ensure_navigation, flash, models_root, page_title, refusal, selected_experiments,
                           signed_in)
-from training.dashboard import catalog
+from pages.evaluate_form import evaluate_form
+from training.dashboard import catalog, evaluation
 from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
                             checkpoint_table, deletable_files, diff_targets)
 
@@ -67,8 +68,10 @@ def pick_experiment(names: list[str]) -> str:
 
 def table(rows: pd.DataFrame, experiment: str) -> None:
     """The listing; clicking a row shows that checkpoint's details and actions below."""
-    event = st.dataframe(rows[[c for c in TABLE_COLUMNS if c in rows]], hide_index=True,
-                         column_config=COLUMN_CONFIG, key=f"checkpoint_table_{experiment}",
+    evals = [c for c in rows if c.startswith("eval EER")]  # training.dashboard.evaluation.with_eval_columns
+    event = st.dataframe(rows[[c for c in TABLE_COLUMNS if c in rows] + evals], hide_index=True,
+                         column_config={**COLUMN_CONFIG, **{c: st.column_config.NumberColumn(c, format=PERCENT)
+                                                            for c in evals}}, key=f"checkpoint_table_{experiment}",
                          on_select="rerun", selection_mode="single-row")
     picked = [rows["file"].iloc[i] for i in event.selection.rows if 0 <= i < len(rows)]
     # Only a new click moves the details; otherwise the "Checkpoint" box keeps its own choice.
@@ -97,6 +100,8 @@ def details(rows: pd.DataFrame, experiment: str) -> None:
                         help="Or click a row of the table")
     row = rows[rows["file"] == file].iloc[0]
     launch_buttons(experiment, row)
+    with st.expander("Evaluate on ...", expanded=False):
+        evaluate_form(models_root(), row["path"], "checkpoint")
     info = catalog.checkpoint_details(row["path"])
     if info.get("reason"):
         st.error(f"{file}: {info['reason']}")
@@ -213,6 +218,8 @@ else:
         st.info(f"`{experiment}` has no checkpoint yet.")
     else:
         st.caption(f"{len(rows)} checkpoint(s) in `{root / experiment}`, in `--list_checkpoints` order.")
+        rows = evaluation.with_eval_columns(rows, root, experiment)
+        st.caption(evaluation.best_checkpoints_text(rows, root, experiment))
         table(rows, experiment)
         details(rows, experiment)
         delete_section(root, experiment, rows)

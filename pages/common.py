@@ -31,6 +31,8 @@ PAGES = (
     ("pages/experiments.py", "Experiments", "📋", "experiments"),
     ("pages/curves.py", "Curves", "📈", "curves"),
     ("pages/checkpoints.py", "Checkpoints", "💾", "checkpoints"),
+    ("pages/evaluation.py", "Evaluation", "🏁", "evaluation"),
+    ("pages/attention.py", "Attention", "🔍", "attention"),
     ("pages/launch.py", "Launch", "🚀", "launch"),
     ("pages/jobs.py", "Jobs", "⚙️", "jobs"),
 )

@@ -19,7 +19,7 @@ import streamlit as st
 
 from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
                           set_selected_experiments)
-from training.dashboard import catalog
+from training.dashboard import catalog, evaluation
 from training.dashboard.launch_form import auto_resume_refusal
 from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, distinct_values,
                             filter_experiments, merge_selection, progress_text, selection_rows, weights_checkpoint)
@@ -30,7 +30,7 @@ PERCENT = "%.2f%%"
 TABLE_WROTE_KEY = "_experiments_table_wrote"      # the selection as the table last left it
 TABLE_GENERATION_KEY = "_experiments_table_generation"
 TABLE_COLUMNS = ["name", "status", "model_type", "track", "loss", "epochs_done", "num_epochs",
-                 "best_val_eer", "best_epoch", "latest_val_eer", "latest_val_acc", "val_eer_history",
+                 "best_val_eer", "best_epoch", "best_eval_eer", "latest_val_eer", "latest_val_acc", "val_eer_history",
                  "lr", "batch_size", "group_size", "contrastive", "comment", "parent_experiment",
                  "checkpoints", "size_bytes", "modified"]
 COLUMN_CONFIG = {
@@ -41,6 +41,8 @@ COLUMN_CONFIG = {
     "num_epochs": st.column_config.NumberColumn("target", format="%d"),
     "best_val_eer": st.column_config.NumberColumn("best val EER", format=PERCENT, help="Lowest validation EER"),
     "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
+    "best_eval_eer": st.column_config.TextColumn("best eval EER", help="Lowest pooled EER per evaluation set "
+                                                 "(--eval results; the Evaluation page has them all)"),
     "latest_val_eer": st.column_config.NumberColumn("latest val EER", format=PERCENT),
     "latest_val_acc": st.column_config.NumberColumn("latest val acc", format=PERCENT),
     "val_eer_history": st.column_config.LineChartColumn("val EER per epoch", y_min=0, y_max=None, width="medium"),
@@ -59,7 +61,7 @@ COLUMN_CONFIG = {
 # about one os.stat per file; no st.cache_data on top (it would hide runs that change on disk).
 
 def load_experiments(root: Path) -> pd.DataFrame:
-    return catalog.scan_experiments(root)
+    return evaluation.with_best_eval(catalog.scan_experiments(root), root)
 
 
 # --- components ----------------------------------------------------------------------------

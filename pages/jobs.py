@@ -86,7 +86,7 @@ def job_detail(root: str, job_id: int) -> None:
         return
     progress = job_progress(root, job)
     st.subheader(f"{STATE_ICONS.get(job.state, '')} Job #{job.id}: {job.state}")
-    st.progress(progress.fraction, text=f"Epoch {progress.text}")
+    st.progress(progress.fraction, text=f"{progress.unit} {progress.text}")
     cols = st.columns(5)
     cols[0].metric("Elapsed", format_duration(progress.elapsed_s))
     cols[1].metric("ETA", format_duration(progress.eta_s) if job.is_active else "—")
@@ -95,8 +95,9 @@ def job_detail(root: str, job_id: int) -> None:
     cols[4].metric("Exit code", "—" if job.exit_code is None else str(job.exit_code))
     if job.error:
         (st.error if job.state in ("failed", "lost") else st.info)(job.error)
-    st.page_link(CURVES_PAGE, label=f"Curves of {job.experiment}", icon="📈",
-                 query_params={"exp": job.experiment})
+    page, label, icon = (("pages/evaluation.py", f"Evaluation results of {job.experiment}", "🏁") if job.kind == "eval"
+                         else (CURVES_PAGE, f"Curves of {job.experiment}", "📈"))
+    st.page_link(page, label=label, icon=icon, query_params={"exp": job.experiment})
     st.code(job.command, language="bash", wrap_lines=True)
     if job.is_active:
         stop_controls(root, job)

@@ -19,6 +19,7 @@ import streamlit as st
 
 from pages import slurm_ui
 from pages.common import ensure_navigation, models_root, page_title, refusal, signed_in
+from pages.evaluate_form import evaluate_form
 from training.dashboard import catalog
 from training.dashboard import launch_form as lf
 from training.config import Option
@@ -249,3 +250,6 @@ elif preview_clicked:
 st.session_state[PREVIEWED_KEY] = plan.fingerprint()
 render_result()  # right under the buttons, where the eye is after pressing one
 render_preview(plan)
+if checkpoint is not None:  # scoring the chosen checkpoint instead of training from it
+    with st.expander(f"Evaluate {checkpoint.file} on ...", expanded=False):
+        evaluate_form(root, checkpoint.path, "launch")

@@ -44,9 +44,10 @@ from torch import nn
 
 from training.checkpoint.fsutil import atomic_write, fsync_dir
 from training.labels import LABEL_NAMES
+from training.naming import ATTENTION_DIRNAME, ATTENTION_NPZ_NAME
 
-ATTENTION_DIR = "attention"
-NPZ_NAME = "attention.npz"
+ATTENTION_DIR = ATTENTION_DIRNAME
+NPZ_NAME = ATTENTION_NPZ_NAME
 ARRAY_KEYS = ("temporal", "intra", "inter", "label", "score", "utt_id")
 BONAFIDE_THRESHOLD = math.log(0.5)
 _SAMPLE_STREAM = 0xA77E  # a stream of its own: choosing the utterances draws from no global RNG

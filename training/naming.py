@@ -19,6 +19,9 @@ CHECKPOINT_SUFFIX = ".pth"
 LOG_NAME = "training_log.csv"  # a run's per-epoch log, in its experiment folder
 ARCHIVE_DIRNAME = "archive"  # <experiment>/archive/<time>/: what a fresh start moved aside
 JOBS_DIRNAME = ".jobs"  # <models_root>/.jobs/: the jobs registry and the jobs' logs
+EVAL_DIRNAME = "eval"  # <checkpoint folder>/eval/: --eval's default score files and their metrics.json
+ATTENTION_DIRNAME = "attention"  # <experiment>/attention/epoch_N/: --visualize_attention's output
+ATTENTION_NPZ_NAME = "attention.npz"  # the arrays in each of those folders
 # The options an experiment folder's name is made of (see experiment_name).
 NAME_KEYS = ("model_type", "track", "loss", "num_epochs", "batch_size", "lr", "group_size", "use_contrastive",
              "comment")

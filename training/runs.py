@@ -9,7 +9,10 @@ this module, never into one another, so each rule below has one home:
 * what differs between a checkpoint's hyperparameters and a run's
   (:func:`hyperparameter_differences`, :func:`hyperparameter_warnings`);
 * the command line of a run (:func:`check_run_args`, :func:`run_flags`, :func:`build_argv`,
-  :func:`command_line`).
+  :func:`command_line`);
+* the command line of an evaluation job, ``--eval`` of one checkpoint (:func:`check_eval_args`,
+  :func:`eval_flags`): which options it takes, and that train jobs take none of the evaluation
+  options and eval jobs none of the training ones.
 
 Torch-free and cheap: the dashboard and ``--list_checkpoints`` import it.
 """
@@ -22,8 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.config import (ACTION_OPTIONS, DEFAULTS, LAUNCH_OPTIONS, OPTIONS, OPTIONS_BY_NAME, UsageError,
-                             option_text, validate_options)
+from training.config import (ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, LAUNCH_OPTIONS, OPTIONS, OPTIONS_BY_NAME,
+                             UsageError, option_text, validate_options)
 
 # --- start modes ------------------------------------------------------------------------------
 
@@ -145,6 +148,10 @@ def check_run_args(mode: str, args: Mapping[str, Any], models_root: Path | str |
     reserved = sorted(k for k in RESERVED_OPTIONS if args.get(k))
     if reserved:
         raise ValueError(f"{', '.join(reserved)} is set by the mode, not passed as an option")
+    evaluation = sorted(k for k in EVALUATION_OPTIONS if args.get(k) not in (None, False))
+    if evaluation:
+        raise ValueError(f"{', '.join(evaluation)}: an evaluation option; a training job takes none "
+                         "(start an eval job instead)")
     has_path = bool(args.get("model_path"))
     if mode in NEEDS_CHECKPOINT and not has_path:
         raise ValueError(f"{mode} requires a checkpoint path (model_path)")
@@ -207,3 +214,53 @@ def flags_of_argv(argv: Sequence[str]) -> list[str]:
 def typed_command_line(argv: Sequence[str]) -> str:
     """A stored argv as a user would type it: ``python main.py --fresh_start ...``."""
     return shlex.join(["python", "main.py", *flags_of_argv(argv)])
+
+
+# --- evaluation jobs ------------------------------------------------------------------------------
+
+JOB_KINDS = ("train", "eval")
+EVAL_MODE = "eval"
+# What an eval job passes to ``--eval``: the checkpoint, the set, how to read and score it. Its
+# score file is always the default one (<checkpoint folder>/eval/), where the dashboard finds it.
+EVAL_JOB_OPTIONS = ("model_path", "track", "database_path", "protocols_path", "eval_subset", "batch_size",
+                    "num_workers", "device", "amp", "clip_samples")
+EVAL_REQUIRED = ("model_path", "track")
+
+
+def check_eval_args(args: Mapping[str, Any], models_root: Path | str | None = None) -> None:
+    """An eval job's options: only ``EVAL_JOB_OPTIONS``, the checkpoint and track given, every
+    value through the CLI's own rule (validate_options). Raises ValueError (one line)."""
+    unknown = sorted(set(args) - set(OPTIONS_BY_NAME))
+    if unknown:
+        raise ValueError(f"unknown option(s): {', '.join(unknown)}")
+    foreign = sorted(k for k, v in args.items() if k not in EVAL_JOB_OPTIONS and k != "models_root"
+                     and v not in (None, False))
+    if foreign:
+        raise ValueError(f"{', '.join(foreign)}: not an option of an eval job (it takes "
+                         f"{', '.join(EVAL_JOB_OPTIONS)})")
+    missing = [k for k in EVAL_REQUIRED if not args.get(k)]
+    if missing:
+        raise ValueError(f"an eval job needs {' and '.join(missing)}")
+    if not (args.get("database_path") or args.get("protocols_path")):
+        raise ValueError("an eval job needs database_path (the set's audio) or protocols_path (its key)")
+    validate_options({**args, "models_root": models_root or args.get("models_root")})
+
+
+def eval_flags(args: Mapping[str, Any]) -> list[str]:
+    """``--eval`` and the job's options in table order, as the CLI takes them."""
+    check_eval_args(args)
+    flags = ["--eval"]
+    for name in EVAL_JOB_OPTIONS_IN_TABLE_ORDER:
+        value = args.get(name)
+        if value is None:
+            continue
+        opt = OPTIONS_BY_NAME[name]
+        if opt.kind is bool:
+            flags += [f"--{name}"] if value else []
+            continue
+        text = option_text(opt, value)
+        flags += [f"--{name}={text}"] if text.startswith("-") else [f"--{name}", text]
+    return flags
+
+
+EVAL_JOB_OPTIONS_IN_TABLE_ORDER = tuple(name for name in OPTIONS_BY_NAME if name in EVAL_JOB_OPTIONS)

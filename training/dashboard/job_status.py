@@ -31,6 +31,7 @@ class JobProgress:
     latest_val_eer: float | None    # percent
     elapsed_s: float | None
     eta_s: float | None             # None until an epoch of this job has finished
+    unit: str = "Epoch"             # what done/total count ("Trials scored" for an eval job)
 
     @property
     def fraction(self) -> float:
@@ -56,6 +57,9 @@ def _log_is_this_runs(job: Job) -> bool:
 
 def job_progress(models_root: Path | str, job: Job, now: float | None = None) -> JobProgress:
     """Progress of ``job`` as its experiment's files show it now."""
+    if job.kind == "eval":  # no epochs: the scorer's progress bar (training/dashboard/eval_job_status.py)
+        from training.dashboard.eval_job_status import eval_job_progress
+        return eval_job_progress(job)
     done, latest, eta = 0, None, None
     history = pd.DataFrame(columns=catalog.HISTORY_COLUMNS)
     if _log_is_this_runs(job):

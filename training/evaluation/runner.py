@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from training.config import UsageError
+from training.naming import EVAL_DIRNAME
 from training.evaluation.keys import (AsvTrials, EvalInputError, TrialKey, find_asv_files, find_audio_dir,
                                       find_key, read_asv, read_key, read_score_file)
 
@@ -86,7 +87,7 @@ def load_asv(args: dict[str, Any], key: TrialKey) -> AsvTrials | None:
 
 def default_score_path(model_path: Path, track: str) -> Path:
     """``<checkpoint folder>/eval/<checkpoint stem>_<track>.txt``: next to what it scored."""
-    return model_path.parent / "eval" / f"{model_path.stem}_{track}.txt"
+    return model_path.parent / EVAL_DIRNAME / f"{model_path.stem}_{track}.txt"
 
 
 def check_output(path: Path, protected: list[Path]) -> None:

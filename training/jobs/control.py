@@ -122,8 +122,8 @@ def launch(models_root: Path | str, mode: str, args: Mapping[str, Any], *,
 
 def _check_conflicts(conn: sqlite3.Connection, exp_dir: Path) -> None:
     rows = conn.execute(
-        "SELECT * FROM jobs WHERE exp_dir = ? AND state IN ('queued', 'running', 'stopping')",
-        (str(exp_dir),),
+        "SELECT * FROM jobs WHERE exp_dir = ? AND kind = 'train' AND state IN ('queued', 'running', 'stopping')",
+        (str(exp_dir),),  # eval jobs (training.jobs.evaluate) only read the folder's checkpoints
     ).fetchall()
     jobs = [job_from_row(r) for r in rows]
     reconcile(conn, jobs)  # a dead job must not block its folder forever

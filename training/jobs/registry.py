@@ -35,7 +35,7 @@ from training.proc import is_alive
 from training.runs import typed_command_line
 
 DB_NAME = "jobs.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the ``kind`` column (train | eval)
 BUSY_TIMEOUT_S = 30.0
 DEFAULT_GRACE_S = 30.0
 # A queued row whose launcher died before recording the supervisor's pid becomes lost after this.
@@ -75,6 +75,7 @@ class Job:
     error: str | None = None
     stop_requested_at: float | None = None
     stop_grace_s: float | None = None
+    kind: str = "train"  # train | eval (training.runs.JOB_KINDS)
 
     @property
     def command(self) -> str:
@@ -95,7 +96,7 @@ class Job:
 _COLUMNS = (
     "id", "experiment", "exp_dir", "mode", "argv", "log_path", "state", "created_at", "pid",
     "pid_start_time", "supervisor_pid", "supervisor_start_time", "started_at", "ended_at",
-    "exit_code", "num_epochs", "error", "stop_requested_at", "stop_grace_s",
+    "exit_code", "num_epochs", "error", "stop_requested_at", "stop_grace_s", "kind",
 )
 
 
@@ -127,7 +128,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     num_epochs INTEGER,
     error TEXT,
     stop_requested_at REAL,
-    stop_grace_s REAL
+    stop_grace_s REAL,
+    kind TEXT NOT NULL DEFAULT 'train'
 );
 CREATE INDEX IF NOT EXISTS jobs_exp_state ON jobs (exp_dir, state);
 """
@@ -168,11 +170,19 @@ def _init_schema(conn: sqlite3.Connection) -> None:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_missing_columns(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Migrate a version-1 registry: its rows were all training jobs."""
+    have = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "kind" not in have:
+        conn.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
 
 
 class Transaction:
