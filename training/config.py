@@ -99,6 +99,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto", "auto, cpu or cuda", DEVICES, group="system"),
     Option("num_workers", int, 0, "data-loader worker processes", group="system"),
     Option("amp", bool, False, "mixed precision on CUDA", group="system"),
+    Option("log_every_steps", int, 10, "append loss, lr and samples/s to training_steps.csv every N training "
+           "steps (0: off); the dashboard draws within-epoch progress and ETAs from it", group="system"),
     Option("ssl_path", str, None, "g3_heatmap front-end: a Hugging Face wav2vec2 / XLS-R folder (config.json + "
            "weights); without it, a tiny front-end trained from scratch"),
     Option("freeze_ssl", bool, False, "do not train the --ssl_path front-end; checkpoints then record its "
@@ -127,7 +129,8 @@ DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 EVALUATION_OPTIONS = frozenset(o.name for o in OPTIONS if o.group == "evaluation")
 ACTION_OPTIONS = frozenset(
     {"model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints", "models_root",
-     "keep_last", "device", "num_workers", "visualize_attention", "viz_samples", "viz_frequency"}
+     "keep_last", "device", "num_workers", "visualize_attention", "viz_samples", "viz_frequency",
+     "log_every_steps"}
 ) | EVALUATION_OPTIONS
 
 
@@ -247,6 +250,7 @@ INT_RANGES: tuple[tuple[str, int | None, int | None], ...] = (
     ("viz_frequency", 0, MAX_NUM_EPOCHS),
     ("num_workers", 0, MAX_NUM_WORKERS),
     ("seed", 0, MAX_SEED),
+    ("log_every_steps", 0, None),
 )
 # (name, must be > 0 rather than >= 0) for the real-valued options; all must be finite.
 FLOAT_RULES: tuple[tuple[str, bool], ...] = (
