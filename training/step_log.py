@@ -160,6 +160,7 @@ class StepLog:
         self._began = time.perf_counter()
         self._since = self._began
         self._samples = 0
+        self.created_file = False  # this process started the file (it held no row before)
 
     def begin_epoch(self) -> None:
         """Restart the rate clock: the time between epochs (validation, saving) is no step's."""
@@ -184,6 +185,7 @@ class StepLog:
         if self._file is None:
             new = not self.path.exists() or self.path.stat().st_size == 0
             self._file = open(self.path, "a", newline="", encoding="utf-8")
+            self.created_file = new
             self._writer = csv.writer(self._file, lineterminator="\n")
             if new:
                 self._file.write(HEADER)
@@ -194,6 +196,13 @@ class StepLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def discard(self) -> None:
+        """Remove the file when this process started it: a run that failed before saving
+        anything (a NaN in its first epoch) leaves no trace but its error."""
+        self.close()
+        if self.created_file:
+            self.path.unlink(missing_ok=True)
 
 
 def _float(loss: Any) -> str:

@@ -267,12 +267,17 @@ class Trainer:
                                     lambda: self.optimizer.param_groups[0]["lr"])
             self.echo(f"Training {self.name} on {self.device}: epochs {self.epoch + 1}-{target} "
                       f"({len(self.train_set)} train / {len(self.val_set)} val clips) -> {self.exp_dir}")
+            first_epoch = self.epoch
             try:
                 with self._signals_handled():
                     self._train(target)
             except TrainingStopped as stop:
                 self.echo(str(stop))
                 return EXIT_SIGNAL[stop.signum]
+            except FloatingPointError:
+                if self.epoch == first_epoch:
+                    self.step_log.discard()  # nothing saved: the steps of this run describe nothing kept
+                raise
             finally:
                 self.writer.wait()
                 self.step_log.close()
