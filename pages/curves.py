@@ -98,7 +98,7 @@ def charts_view(root: Path, chosen: list[str], all_names: list[str], smoothing: 
     steps = {n: f for n, f in steps.items() if len(f)}
     per_epoch = story.steps_per_epoch(steps)
     markers = story.story_markers(plotted, steps)
-    colors = experiment_colors(chosen)
+    colors = experiment_colors([*plotted, *chosen])  # the metric charts colour the plotted runs in this order
     figures = [(chart.spec.key, chart.figure) for chart in curve_figures(plotted, smoothing, log_eer)]
     figures += [("lr", story.lr_figure(plotted, colors)), ("epoch_time", story.epoch_time_figure(plotted, colors))]
     for row in range(0, len(figures), 2):
