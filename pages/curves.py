@@ -17,7 +17,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, follow_running, models_root, page_title, selected_experiments,
                           set_selected_experiments)
 from training.dashboard import catalog, story
-from training.dashboard.plots import MAX_SMOOTHING, curve_figures, experiment_colors
+from training.dashboard.plots import MAX_SMOOTHING, experiment_colors
 from training.dashboard.steps import step_history
 
 PICKER_KEY = "curves_picker"  # not bound to the URL: the selection is ``?exp=`` (pages/common.py)
@@ -96,22 +96,16 @@ def charts_view(root: Path, chosen: list[str], all_names: list[str], smoothing: 
     plotted = {n: h for n, h in histories.items() if not h.empty}
     steps = {n: step_history(root, n) for n in chosen if n in set(all_names)}
     steps = {n: f for n, f in steps.items() if len(f)}
-    per_epoch = story.steps_per_epoch(steps)
-    markers = story.story_markers(plotted, steps)
     colors = experiment_colors([*plotted, *chosen])  # the metric charts colour the plotted runs in this order
-    figures = [(chart.spec.key, chart.figure) for chart in curve_figures(plotted, smoothing, log_eer)]
-    figures += [("lr", story.lr_figure(plotted, colors)), ("epoch_time", story.epoch_time_figure(plotted, colors))]
+    figures, step_figure, markers = story.curves_figures(plotted, steps, smoothing, log_eer, axis, colors)
     for row in range(0, len(figures), 2):
         for column, (key, figure) in zip(st.columns(2), figures[row:row + 2]):
-            story.use_x_axis(figure, axis, plotted, per_epoch)
-            story.add_markers(figure, markers, axis, per_epoch, colors)
             with column:
                 st.plotly_chart(figure, key=f"chart_{key}", width="stretch")
-    if steps:
-        figure = story.add_markers(story.step_loss_figure(steps, colors, axis), markers, axis, per_epoch, colors)
-        st.plotly_chart(figure, key="chart_steps", width="stretch")
-    if axis == "step" and set(plotted) - set(per_epoch):
-        st.caption("No step log (so not on the step axis): " + ", ".join(f"`{n}`" for n in set(plotted) - set(per_epoch)))
+    if step_figure is not None:
+        st.plotly_chart(step_figure, key="chart_steps", width="stretch")
+    if axis == "step" and set(plotted) - set(steps):
+        st.caption("No step log (so not on the step axis): " + ", ".join(f"`{n}`" for n in set(plotted) - set(steps)))
     if markers:
         st.caption("↻ marks a resume: " + "; ".join(f"`{m.experiment}` after epoch {m.epoch:g}: {m.label}" for m in markers))
 

@@ -113,6 +113,9 @@ class Trainer:
         self.writer = CheckpointWriter(background=True)
         self._stop_signal: int | None = None
         self._last_size = 0
+        # --log_every_steps: training_steps.csv (training.step_log); opened at its first row
+        self.step_log = StepLog(self.exp_dir, self.name, args.get("log_every_steps") or 0,
+                                lambda: self.optimizer.param_groups[0]["lr"])
 
     # -- which files are this run's -----------------------------------------------------------
 
@@ -263,8 +266,6 @@ class Trainer:
                 return 0
             self._prepare_folder()
             self._republish_best()
-            self.step_log = StepLog(self.exp_dir, self.name, self.args.get("log_every_steps") or 0,
-                                    lambda: self.optimizer.param_groups[0]["lr"])
             self.echo(f"Training {self.name} on {self.device}: epochs {self.epoch + 1}-{target} "
                       f"({len(self.train_set)} train / {len(self.val_set)} val clips) -> {self.exp_dir}")
             first_epoch = self.epoch

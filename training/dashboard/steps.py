@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from training.naming import STEPS_LOG_NAME
@@ -96,15 +97,22 @@ def _entry(path: Path) -> _Parsed | None:
     return entry
 
 
+_INT_COLUMNS = ("epoch", "step", "steps_in_epoch", "global_step")
+_FLOAT_COLUMNS = ("loss", "lr", "samples_per_s", "elapsed_s", "timestamp")
+
+
 def _frame(rows: list[StepRow]) -> pd.DataFrame:
-    frame = pd.DataFrame([r.__dict__ for r in rows], columns=list(STEP_COLUMNS))
-    for column in ("epoch", "step", "steps_in_epoch", "global_step"):
-        frame[column] = frame[column].astype("int64")
-    for column in ("loss", "lr", "samples_per_s", "elapsed_s", "timestamp"):
-        frame[column] = frame[column].astype("float64")
-    frame["experiment"] = frame["experiment"].astype(str)
+    columns = list(zip(*((r.epoch, r.step, r.steps_in_epoch, r.global_step, r.loss, r.lr, r.samples_per_s,
+                          r.elapsed_s, r.timestamp, r.experiment) for r in rows))) or [()] * len(STEP_COLUMNS)
+    data = {name: np.asarray(values, dtype="int64") for name, values in zip(_INT_COLUMNS, columns[:4])}
+    data.update({name: np.asarray(values, dtype="float64") for name, values in zip(_FLOAT_COLUMNS, columns[4:9])})
+    data["experiment"] = np.asarray(columns[9], dtype=object)
+    frame = pd.DataFrame(data, columns=list(STEP_COLUMNS))
     frame["epoch_x"] = frame["epoch"] - 1 + frame["step"] / frame["steps_in_epoch"].clip(lower=1)
     return frame
+
+
+_EMPTY = _frame([])
 
 
 def step_history(models_root: Path | str, experiment: str) -> pd.DataFrame:
@@ -114,7 +122,7 @@ def step_history(models_root: Path | str, experiment: str) -> pd.DataFrame:
 
     entry = _entry(experiment_dir(models_root, experiment) / STEPS_LOG_NAME)
     if entry is None:
-        return _frame([])
+        return _EMPTY  # shared: callers must not modify frames
     if entry.frame is None:
         entry.frame = _frame(entry.rows)
     return entry.frame

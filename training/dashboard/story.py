@@ -19,13 +19,16 @@ same figures serve every axis.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from training.dashboard.plots import curve_figures
 from training.naming import parse_experiment_name
 
 AXES = ("epoch", "step", "time")
@@ -163,6 +166,37 @@ def add_markers(figure: go.Figure, markers: list[Marker], axis: str, per_epoch: 
     return figure
 
 
+# --- figures built once per data version --------------------------------------------------------------
+# Building the plotly figures costs far more than reading the logs (about 50 ms a chart for five
+# runs of 100 epochs): a page refreshing while a job runs rebuilds only the figures whose data
+# changed (the step chart at each logged step, the epoch charts at each epoch).
+
+FIGURE_CACHE_ENTRIES = 64
+_FIGURES: OrderedDict[str, object] = OrderedDict()
+
+
+def frames_signature(frames: Mapping[str, pd.DataFrame]) -> str:
+    """What identifies the frames' data for the cache: rows and the newest row's time, per run."""
+    parts = []
+    for name, frame in frames.items():
+        last = float(frame["timestamp"].iloc[-1]) if len(frame) and "timestamp" in frame else None
+        parts.append((name, len(frame), last))
+    return repr(parts)
+
+
+def cached(key: str, build: Callable[[], object]) -> object:
+    """``build()`` once per ``key`` (the newest ``FIGURE_CACHE_ENTRIES`` kept); callers must not
+    modify what it returns."""
+    if key in _FIGURES:
+        _FIGURES.move_to_end(key)
+        return _FIGURES[key]
+    value = build()
+    _FIGURES[key] = value
+    while len(_FIGURES) > FIGURE_CACHE_ENTRIES:
+        _FIGURES.popitem(last=False)
+    return value
+
+
 # --- the story's own charts --------------------------------------------------------------------------
 
 def _layout(figure: go.Figure, title: str, y_title: str, axis: str) -> go.Figure:
@@ -204,12 +238,13 @@ def epoch_time_figure(histories: Mapping[str, pd.DataFrame], colors: Mapping[str
     return per_epoch_figure("epoch_seconds", "Epoch time", "seconds", histories, colors)
 
 
-def step_x(frame: pd.DataFrame, axis: str) -> list[object]:
+def step_x(frame: pd.DataFrame, axis: str) -> object:
+    """Arrays, not lists: plotly checks a list element by element (most of a refresh's time)."""
     if axis == "step":
-        return frame["global_step"].tolist()
+        return frame["global_step"].to_numpy()
     if axis == "time":
-        return [_as_time(t) for t in frame["timestamp"]]
-    return frame["epoch_x"].tolist()
+        return np.array([_as_time(t) for t in frame["timestamp"]], dtype="datetime64[ms]")  # local time
+    return frame["epoch_x"].to_numpy()
 
 
 def step_loss_figure(steps: Mapping[str, pd.DataFrame], colors: Mapping[str, str], axis: str) -> go.Figure:
@@ -220,10 +255,40 @@ def step_loss_figure(steps: Mapping[str, pd.DataFrame], colors: Mapping[str, str
         if frame is None or frame.empty:
             continue
         figure.add_trace(go.Scatter(
-            x=step_x(frame, axis), y=frame["loss"].tolist(), mode="lines", name=name, legendgroup=name,
+            x=step_x(frame, axis), y=frame["loss"].to_numpy(), mode="lines", name=name, legendgroup=name,
             line=dict(color=colors.get(name), width=1.5),
-            customdata=list(zip(frame["epoch"], frame["step"], frame["steps_in_epoch"])),
+            customdata=frame[["epoch", "step", "steps_in_epoch"]].to_numpy(),
             hovertemplate=(f"{name}<br>epoch %{{customdata[0]}}, step %{{customdata[1]}}/%{{customdata[2]}}"
                            "<br>loss %{y:.4f}<extra></extra>"),
             meta={"experiment": name, "column": "loss", "role": "steps"}))
     return _layout(figure, "Training loss per logged step", "loss", axis)
+
+
+# --- the Curves page's figures ----------------------------------------------------------------------
+
+def _epoch_figures(plotted: Mapping[str, pd.DataFrame], smoothing: float, log_eer: bool, axis: str,
+                   per_epoch: Mapping[str, int], markers: list[Marker],
+                   colors: Mapping[str, str]) -> list[tuple[str, go.Figure]]:
+    figures = [(chart.spec.key, chart.figure) for chart in curve_figures(plotted, smoothing, log_eer)]
+    figures += [("lr", lr_figure(plotted, colors)), ("epoch_time", epoch_time_figure(plotted, colors))]
+    for _, figure in figures:
+        use_x_axis(figure, axis, plotted, per_epoch)
+        add_markers(figure, markers, axis, per_epoch, colors)
+    return figures
+
+
+def curves_figures(plotted: Mapping[str, pd.DataFrame], steps: Mapping[str, pd.DataFrame], smoothing: float,
+                   log_eer: bool, axis: str, colors: Mapping[str, str]
+                   ) -> tuple[list[tuple[str, go.Figure]], go.Figure | None, list[Marker]]:
+    """Everything the Curves page draws: (key, figure) of the per-epoch charts (metrics, lr, epoch
+    time), the step-loss figure (None without step logs) and the markers, each figure built once
+    per data version (:func:`cached`): while a job runs, a refresh between two epochs rebuilds
+    only the step chart."""
+    per_epoch = steps_per_epoch(steps)
+    markers = story_markers(plotted, steps)
+    shown = repr((smoothing, log_eer, axis, markers, dict(colors), per_epoch))
+    figures = cached("epochs" + shown + frames_signature(plotted),
+                     lambda: _epoch_figures(plotted, smoothing, log_eer, axis, per_epoch, markers, colors))
+    step_figure = cached("steps" + shown + frames_signature(steps), lambda: add_markers(
+        step_loss_figure(steps, colors, axis), markers, axis, per_epoch, colors)) if steps else None
+    return figures, step_figure, markers
