@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import (ensure_navigation, flash, models_root, page_title, refusal, selected_experiments,
-                          signed_in)
+from pages.common import (ensure_navigation, flash, follow_running, models_root, page_title, refusal,
+                          selected_experiments, signed_in)
 from pages.evaluate_form import evaluate_form
 from training.dashboard import catalog, evaluation
 from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
@@ -78,6 +78,22 @@ def table(rows: pd.DataFrame, experiment: str) -> None:
     if picked and picked != st.session_state.get(ROW_PICK_KEY):
         st.session_state["ckpt_file"] = picked[0]
     st.session_state[ROW_PICK_KEY] = picked
+
+
+def live_table(root: Path, experiment: str) -> None:
+    """The listing, re-scanned by follow_running while a run trains (new epochs appear). A row
+    clicked here reruns only this part, so a new pick reruns the page: the details follow it."""
+    rows = checkpoint_table(load_checkpoints(root), experiment, catalog.protected_checkpoints(root, experiment))
+    if rows.empty:
+        st.info(f"`{experiment}` has no checkpoint yet.")
+        return
+    st.caption(f"{len(rows)} checkpoint(s) in `{root / experiment}`, in `--list_checkpoints` order.")
+    rows = evaluation.with_eval_columns(rows, root, experiment)
+    st.caption(evaluation.best_checkpoints_text(rows, root, experiment))
+    before = st.session_state.get(ROW_PICK_KEY) or []
+    table(rows, experiment)
+    if (st.session_state.get(ROW_PICK_KEY) or []) != before:
+        st.rerun()
 
 
 def launch_buttons(experiment: str, row: pd.Series) -> None:
@@ -214,13 +230,8 @@ else:
     experiment = pick_experiment(names)
     checkpoints = load_checkpoints(root)
     rows = checkpoint_table(checkpoints, experiment, catalog.protected_checkpoints(root, experiment))
-    if rows.empty:
-        st.info(f"`{experiment}` has no checkpoint yet.")
-    else:
-        st.caption(f"{len(rows)} checkpoint(s) in `{root / experiment}`, in `--list_checkpoints` order.")
-        rows = evaluation.with_eval_columns(rows, root, experiment)
-        st.caption(evaluation.best_checkpoints_text(rows, root, experiment))
-        table(rows, experiment)
+    follow_running(live_table, root, root, experiment)
+    if not rows.empty:
         details(rows, experiment)
         delete_section(root, experiment, rows)
     hyperparameter_diff_section(checkpoints, experiment)

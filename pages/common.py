@@ -178,3 +178,23 @@ def refusal(action: str) -> str:
 def sidebar_access_notice() -> None:
     if not signed_in():
         st.sidebar.caption(f"🔒 Read-only: to launch, stop or delete, {SIGN_IN_HINT}.")
+
+
+# --- following running jobs ---------------------------------------------------------------------
+
+def follow_running(render, root: Path, *args) -> None:
+    """``render(*args)`` as a fragment that re-runs every few seconds while something trains under
+    ``root`` (training.dashboard.live), and is drawn once otherwise: an idle page never refreshes.
+    Once the work ends, the next refresh reruns the whole page, which then sets no timer."""
+    from training.dashboard import live
+
+    every = live.refresh_interval(root)
+    first_call = [True]  # the call of this full run; later calls are the fragment's own refreshes
+
+    def body(*body_args) -> None:
+        if every and not first_call[0] and live.refresh_interval(root) is None:
+            st.rerun()  # scope "app": the full run draws the page without the timer
+        first_call[0] = False
+        render(*body_args)
+
+    st.fragment(body, run_every=every)(*args)

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
+from pages.common import (ensure_navigation, follow_running, models_root, page_title, selected_experiments,
                           set_selected_experiments)
-from training.dashboard import catalog
-from training.dashboard.plots import MAX_SMOOTHING, curve_figures
+from training.dashboard import catalog, story
+from training.dashboard.plots import MAX_SMOOTHING, experiment_colors
+from training.dashboard.steps import step_history
 
 PICKER_KEY = "curves_picker"  # not bound to the URL: the selection is ``?exp=`` (pages/common.py)
 PICKER_WROTE_KEY = "_curves_picker_wrote"  # the selection as the picker last left it
@@ -57,13 +58,15 @@ def picker(all_names: list[str], selection: list[str]) -> list[str]:
     return chosen
 
 
-def display_options() -> tuple[float, bool]:
-    """Smoothing weight and log scale, both kept in the URL."""
-    left, right = st.columns([3, 1])
+def display_options() -> tuple[float, bool, str]:
+    """Smoothing weight, log scale and the x axis, all kept in the URL."""
+    left, right, axis_column = st.columns([3, 1, 2])
+    axis = axis_column.segmented_control("x axis", story.AXES, default="epoch", required=True, key="x", bind="query-params",
+                                         help="Epochs, training steps (from the step log) or wall-clock time")
     smoothing = left.slider("Smoothing", 0.0, MAX_SMOOTHING, 0.0, 0.01, key="smooth", bind="query-params",
                             help="Exponential moving average with TensorBoard's debiasing; the raw curve stays, faded.")
     log_eer = right.toggle("Log scale (EER)", key="log", bind="query-params")
-    return float(smoothing), bool(log_eer)
+    return float(smoothing), bool(log_eer), axis or "epoch"
 
 
 def missing_notice(histories: dict[str, pd.DataFrame], all_names: list[str]) -> None:
@@ -82,6 +85,31 @@ def lineage_notice(histories: dict[str, pd.DataFrame]) -> None:
             st.caption(f"`{name}` continues " + " → ".join(f"`{p}`" for p in parents) + " (drawn as one line).")
 
 
+def charts_view(root: Path, chosen: list[str], all_names: list[str], smoothing: float, log_eer: bool,
+                axis: str) -> None:
+    """The charts, re-drawn by follow_running while a run trains (only changed logs are re-read):
+    the metric charts, then the run's story (lr, epoch time, the loss per logged step), with
+    markers where a run was resumed or changed hyperparameters."""
+    histories = load_histories(root, chosen, all_names)
+    missing_notice(histories, all_names)
+    lineage_notice(histories)
+    plotted = {n: h for n, h in histories.items() if not h.empty}
+    steps = {n: step_history(root, n) for n in chosen if n in set(all_names)}
+    steps = {n: f for n, f in steps.items() if len(f)}
+    colors = experiment_colors([*plotted, *chosen])  # the metric charts colour the plotted runs in this order
+    figures, step_figure, markers = story.curves_figures(plotted, steps, smoothing, log_eer, axis, colors)
+    for row in range(0, len(figures), 2):
+        for column, (key, figure) in zip(st.columns(2), figures[row:row + 2]):
+            with column:
+                st.plotly_chart(figure, key=f"chart_{key}", width="stretch")
+    if step_figure is not None:
+        st.plotly_chart(step_figure, key="chart_steps", width="stretch")
+    if axis == "step" and set(plotted) - set(steps):
+        st.caption("No step log (so not on the step axis): " + ", ".join(f"`{n}`" for n in set(plotted) - set(steps)))
+    if markers:
+        st.caption("↻ marks a resume: " + "; ".join(f"`{m.experiment}` after epoch {m.epoch:g}: {m.label}" for m in markers))
+
+
 # --- layout --------------------------------------------------------------------------------
 
 ensure_navigation()
@@ -93,12 +121,5 @@ if not chosen:
     st.info("Select experiments above, or pick rows in the table of the **Experiments** page; "
             "the selection is kept in the URL, so the link shows the same comparison.")
 else:
-    smoothing, log_eer = display_options()
-    histories = load_histories(root, chosen, all_names)
-    missing_notice(histories, all_names)
-    lineage_notice(histories)
-    charts = curve_figures({n: h for n, h in histories.items() if not h.empty}, smoothing, log_eer)
-    for row in (charts[:2], charts[2:]):
-        for column, chart in zip(st.columns(2), row):
-            with column:
-                st.plotly_chart(chart.figure, key=f"chart_{chart.spec.key}", width="stretch")
+    smoothing, log_eer, axis = display_options()
+    follow_running(charts_view, root, root, chosen, all_names, smoothing, log_eer, axis)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
+from pages.common import (ensure_navigation, follow_running, models_root, page_title, selected_experiments,
                           set_selected_experiments)
 from training.dashboard import catalog, evaluation
 from training.dashboard.launch_form import auto_resume_refusal
@@ -148,15 +148,20 @@ def selection_summary(selection: list[str]) -> None:
 
 # --- layout --------------------------------------------------------------------------------
 
-ensure_navigation()
-root = models_root()
-page_title("Experiments")
-experiments = load_experiments(root)
-if experiments.empty:
-    empty_state(root)
-else:
+def experiments_view(root: Path) -> None:
+    """The page below its title: re-run as a fragment while a run trains (follow_running)."""
+    experiments = load_experiments(root)
+    if experiments.empty:
+        empty_state(root)
+        return
     shown = filters(experiments)
     st.caption(f"{len(shown)} of {len(experiments)} experiments under `{root}`.")
     selection = experiments_table(shown)
     selection_summary(selection)
     interrupted_actions(root, shown)
+
+
+ensure_navigation()
+root = models_root()
+page_title("Experiments")
+follow_running(experiments_view, root, root)

@@ -14,7 +14,9 @@ import streamlit as st
 from pages import slurm_ui
 from pages.common import ensure_navigation, models_root, page_title, refusal, signed_in
 from training import jobs
-from training.dashboard.job_status import format_duration, job_label, job_progress, jobs_frame
+from training.dashboard import catalog
+from training.dashboard.job_status import (format_duration, job_label, job_progress, jobs_frame, RESUMABLE_STATES,
+                                           progress_line, resume_params)
 
 # --- constants ----------------------------------------------------------------------------------
 REFRESH_S = 2.0          # how often the table and the selected job re-read the registry and log
@@ -78,6 +80,19 @@ def stop_controls(root: str, job: jobs.Job) -> None:
         st.rerun(scope="fragment")
 
 
+def ended_job_actions(root: str, job: jobs.Job) -> None:
+    """A stopped or failed job: Resume (the Launch page, prefilled as the Checkpoints page's
+    Resume does) and Open curves."""
+    params = resume_params(catalog.scan_checkpoints(root), job) if job.state in RESUMABLE_STATES else None
+    if params is None:
+        return
+    left, right, _ = st.columns([1, 1, 4])
+    if left.button("Resume", key=f"jobs_resume_{job.id}", help=f"Open the Launch page to continue from {params['checkpoint']}"):
+        st.switch_page(LAUNCH_PAGE, query_params=params)
+    if right.button("Open curves", key=f"jobs_curves_{job.id}"):
+        st.switch_page(CURVES_PAGE, query_params={"exp": job.experiment})
+
+
 def job_detail(root: str, job_id: int) -> None:
     try:
         job = jobs.get_job(root, job_id)
@@ -86,7 +101,7 @@ def job_detail(root: str, job_id: int) -> None:
         return
     progress = job_progress(root, job)
     st.subheader(f"{STATE_ICONS.get(job.state, '')} Job #{job.id}: {job.state}")
-    st.progress(progress.fraction, text=f"{progress.unit} {progress.text}")
+    st.progress(progress.fraction, text=progress_line(progress))
     cols = st.columns(5)
     cols[0].metric("Elapsed", format_duration(progress.elapsed_s))
     cols[1].metric("ETA", format_duration(progress.eta_s) if job.is_active else "—")
@@ -98,6 +113,7 @@ def job_detail(root: str, job_id: int) -> None:
     page, label, icon = (("pages/evaluation.py", f"Evaluation results of {job.experiment}", "🏁") if job.kind == "eval"
                          else (CURVES_PAGE, f"Curves of {job.experiment}", "📈"))
     st.page_link(page, label=label, icon=icon, query_params={"exp": job.experiment})
+    ended_job_actions(root, job)
     st.code(job.command, language="bash", wrap_lines=True)
     if job.is_active:
         stop_controls(root, job)

@@ -226,7 +226,8 @@ def test_curves_overlay_selected_runs_and_follow_lineage(root: Path, monkeypatch
     at = app(root, monkeypatch, "pages/curves.py", exp=[B, A_EXT])
     figures = plotly_figures(at)
     assert [f["layout"]["title"]["text"].split(" (")[0] for f in figures] == [
-        "Validation EER", "Validation accuracy", "Loss", "Training EER"]
+        "Validation EER", "Validation accuracy", "Loss", "Training EER", "Learning rate", "Epoch time",
+        "Training loss per logged step"]
     val_eer = traces(figures[0], "raw")
     assert val_eer[B]["x"] == [1, 2] and val_eer[A_EXT]["x"] == [1, 2, 3, 4]
     parent = [r["val_eer"] for r in load(root / A / "checkpoint_epoch_3_a.pth")["history"]]
@@ -237,7 +238,7 @@ def test_curves_overlay_selected_runs_and_follow_lineage(root: Path, monkeypatch
     history = load(root / A_EXT / "checkpoint_epoch_4_a_ext.pth")["history"]
     assert best[A_EXT]["x"] == [min(history, key=lambda r: r["val_eer"])["epoch"]]
     colors = [{name: t["line"]["color"] for name, t in traces(f, "raw").items()} for f in figures]
-    assert colors[0][B] != colors[0][A_EXT] and all(c == colors[0] for c in colors)
+    assert colors[0][B] != colors[0][A_EXT] and all(c == colors[0] for c in colors if c)
     loss_columns = {t["meta"]["column"] for t in figures[2]["data"] if t["meta"]["role"] == "raw"}
     assert loss_columns == {"train_loss", "val_loss"}
     assert any(A in c.value for c in at.caption)  # says the line continues the parent
@@ -257,7 +258,7 @@ def test_curves_without_selection_offer_a_picker_that_sets_the_selection(root: P
     at = app(root, monkeypatch, "pages/curves.py")
     assert not at.get("plotly_chart") and "Experiments" in at.info[0].value
     at.multiselect(key="curves_picker").select(B).run()
-    assert at.query_params["exp"] == B and len(at.get("plotly_chart")) == 4
+    assert at.query_params["exp"] == B and len(at.get("plotly_chart")) == 7  # 4 metrics, lr, epoch time, steps
 
 
 # --- Checkpoints -------------------------------------------------------------------------

@@ -100,6 +100,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto", "auto, cpu or cuda", DEVICES, group="system"),
     Option("num_workers", int, 0, "data-loader worker processes", group="system"),
     Option("amp", bool, False, "mixed precision on CUDA", group="system"),
+    Option("log_every_steps", int, 10, "append loss, lr and samples/s to training_steps.csv every N training "
+           "steps (0: off); the dashboard draws within-epoch progress and ETAs from it", group="system"),
     Option("ssl_path", str, None, "g3_heatmap front-end: a Hugging Face wav2vec2 / XLS-R folder (config.json + "
            "weights); without it, a tiny front-end trained from scratch"),
     Option("freeze_ssl", bool, False, "do not train the --ssl_path front-end; checkpoints then record its "
@@ -141,7 +143,8 @@ EVALUATION_OPTIONS = frozenset(o.name for o in OPTIONS if o.group == "evaluation
 LAUNCH_OPTIONS = frozenset(o.name for o in OPTIONS if o.group == "launch")
 ACTION_OPTIONS = frozenset(
     {"model_path", "resume", "fresh_start", "auto_resume", "list_checkpoints", "models_root",
-     "keep_last", "device", "num_workers", "visualize_attention", "viz_samples", "viz_frequency"}
+     "keep_last", "device", "num_workers", "visualize_attention", "viz_samples", "viz_frequency",
+     "log_every_steps"}
 ) | EVALUATION_OPTIONS | LAUNCH_OPTIONS
 
 
@@ -267,6 +270,7 @@ INT_RANGES: tuple[tuple[str, int | None, int | None], ...] = (
     ("nodes", 1, MAX_NODES),
     ("gpus_per_node", 0, MAX_GPUS_PER_NODE),
     ("timeout_min", 1, MAX_TIMEOUT_MIN),
+    ("log_every_steps", 0, None),
 )
 # (name, must be > 0 rather than >= 0) for the real-valued options; all must be finite.
 FLOAT_RULES: tuple[tuple[str, bool], ...] = (

@@ -17,6 +17,7 @@ from training.config import DEFAULTS
 
 CHECKPOINT_SUFFIX = ".pth"
 LOG_NAME = "training_log.csv"  # a run's per-epoch log, in its experiment folder
+STEPS_LOG_NAME = "training_steps.csv"  # its step-level log (--log_every_steps), next to it
 ARCHIVE_DIRNAME = "archive"  # <experiment>/archive/<time>/: what a fresh start moved aside
 JOBS_DIRNAME = ".jobs"  # <models_root>/.jobs/: the jobs registry and the jobs' logs
 EVAL_DIRNAME = "eval"  # <checkpoint folder>/eval/: --eval's default score files and their metrics.json

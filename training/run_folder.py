@@ -25,7 +25,7 @@ from training.checkpoint.torchfile import read_checkpoint_object
 from training.checkpoint.fsutil import sidecar_path
 from training.checkpoint.store import CheckpointError, link_or_copy
 from training.checkpoint.fsutil import remove_checkpoint
-from training.naming import (ARCHIVE_DIRNAME, LOG_NAME, best_checkpoint_name, carries_run_tag, epoch_checkpoint_name,
+from training.naming import (ARCHIVE_DIRNAME, LOG_NAME, STEPS_LOG_NAME, best_checkpoint_name, carries_run_tag, epoch_checkpoint_name,
                              interrupt_checkpoint_name, parse_checkpoint_name)
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_eer", "val_loss", "val_acc", "val_eer", "best_val_eer",
@@ -142,6 +142,10 @@ class RunFolder:
                 remove_checkpoint(path)
 
     # -- the training log -------------------------------------------------------------------------
+
+    def log_files(self) -> list[Path]:
+        """The run's logs that exist (epoch log, step log): archived together with its checkpoints."""
+        return [path for path in (self.exp_dir / LOG_NAME, self.exp_dir / STEPS_LOG_NAME) if path.exists()]
 
     def append_log(self, row: dict[str, Any]) -> None:
         log = self.exp_dir / LOG_NAME

@@ -61,6 +61,7 @@ from training.naming import (LOG_NAME, best_checkpoint_name, carries_run_tag, ep
 from training.resume_state import (EpochSums, capture_rng_state, collate, epoch_batches, ignore_stop_signals,
                                    restore_rng_state, seed_everything)
 from training.run_folder import RunFolder, describe_lineage, has_entries
+from training.step_log import StepLog, prepare_step_log
 
 CHECKPOINT_FORMAT = 1
 # SIGUSR2: Slurm's warning before a time limit or preemption (training.jobs.slurm): save, as on SIGTERM.
@@ -113,6 +114,9 @@ class Trainer:
         self.writer = CheckpointWriter(background=True)
         self._stop_signal: int | None = None
         self._last_size = 0
+        # --log_every_steps: training_steps.csv (training.step_log); opened at its first row
+        self.step_log = StepLog(self.exp_dir, self.name, args.get("log_every_steps") or 0,
+                                lambda: self.optimizer.param_groups[0]["lr"])
 
     # -- which files are this run's -----------------------------------------------------------
 
@@ -265,14 +269,20 @@ class Trainer:
             self._republish_best()
             self.echo(f"Training {self.name} on {self.device}: epochs {self.epoch + 1}-{target} "
                       f"({len(self.train_set)} train / {len(self.val_set)} val clips) -> {self.exp_dir}")
+            first_epoch = self.epoch
             try:
                 with self._signals_handled():
                     self._train(target)
             except TrainingStopped as stop:
                 self.echo(str(stop))
                 return EXIT_SIGNAL[stop.signum]
+            except FloatingPointError:
+                if self.epoch == first_epoch:
+                    self.step_log.discard()  # nothing saved: the steps of this run describe nothing kept
+                raise
             finally:
                 self.writer.wait()
+                self.step_log.close()
         best = f"{self.best_val_eer:.2f}% (epoch {self.best_epoch})" if self.best_epoch else "n/a"
         self.echo(f"Done: {target} epochs in {self.exp_dir}; best val EER {best}")
         return 0
@@ -337,11 +347,13 @@ class Trainer:
         # The first step whose loss was not finite, kept on the device (-1: none yet), so that
         # checking it costs no per-step host sync; read before any save and at the epoch's end.
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.step_log.begin_epoch()
         for step, (x, y) in enumerate(bar, start=start + 1):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             loss, log_probs = self._step(x, y)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             sums.add(loss, log_probs, y)
+            self.step_log.step_done(epoch, step, len(batches), len(y), loss)
             if self._stop_signal is not None and step < len(batches):
                 bar.close()
                 self._stop_if_not_finite(epoch, first_bad)  # never save a diverged state
@@ -474,9 +486,8 @@ class Trainer:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         own_names = [p for p in list_checkpoint_files(self.exp_dir) if carries_run_tag(p.name, self.comment)]
         if self.plan.mode != "resume":
-            log = self.exp_dir / LOG_NAME
             attention = self.exp_dir / ATTENTION_DIR
-            earlier = own_names + ([log] if log.exists() else []) + ([attention] if has_entries(attention) else [])
+            earlier = own_names + self.folder.log_files() + ([attention] if has_entries(attention) else [])
             self._archive(earlier, "Fresh start: the folder had an earlier run")
             return
         here = (self.epoch, self.resume_step)
@@ -504,6 +515,7 @@ class Trainer:
         ahead += self.folder.attention_past(ATTENTION_DIR, self.epoch, abandoned_branch=bool(ahead))
         self._archive(ahead, f"Resuming at epoch {self.epoch}: checkpoints past it would be overwritten")
         self.folder.restore_log_rows(self.history, self.name)
+        prepare_step_log(self.exp_dir, (self.epoch, self.resume_step))  # steps past it are trained again
 
     # -- signals --------------------------------------------------------------------------------
 
