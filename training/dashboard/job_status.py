@@ -147,8 +147,8 @@ def job_progress(models_root: Path | str, job: Job, now: float | None = None) ->
         steps_in_epoch = own_steps[-1].steps_in_epoch if own_steps else None
         eta = _eta(job, done, current, seconds, _steps_per_s(own_steps), steps_in_epoch)
     return JobProgress(done, job.num_epochs, latest, elapsed, eta,
-                       current.step if current is not None else None,
-                       current.steps_in_epoch if current is not None else None, rate)
+                       step=current.step if current is not None else None,
+                       steps_in_epoch=current.steps_in_epoch if current is not None else None, samples_per_s=rate)
 
 
 def format_duration(seconds: float | None) -> str:
