@@ -18,6 +18,11 @@ Signals: the first SIGTERM or SIGINT asks the loop to stop; it finishes the curr
 ``checkpoint_interrupt[_comment].pth`` (which resumes at the next step), and exits 143 / 130.
 A second signal aborts at once; every checkpoint already on disk is intact either way.
 
+Under torchrun (``training.distributed``, ``training.shards``) every rank runs this class: rank 0
+alone takes the lock, prepares the folder and writes; each rank trains on its share of the same
+global batches through DDP (``self.train_model``; ``self.model`` is the plain module that
+checkpoints, validation and attention use); a stop signal on any rank is agreed at every step.
+
 A run touches only its own files (``training.run_folder``: which files are its own, archive,
 pruning, the best file, the log). "This run's files" are the checkpoints at the top of its
 experiment folder whose name carries its tag (``--comment``; the original script's untagged
