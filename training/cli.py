@@ -236,7 +236,7 @@ def _main(argv: list[str] | None) -> int:
         check_combinations(args)
         validate_options(args)  # the rule jobs.launch and the Launch form apply too
         if distributed.active():
-            refuse_single_process_modes(args)
+            check_torchrun_options(args)
         if args["eval"] or args["eval_scores"]:
             from training.evaluation.runner import run as run_evaluation
             return run_evaluation(args, explicit)
@@ -278,13 +278,19 @@ def checked_plan(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, An
 SINGLE_PROCESS_MODES = ("eval", "eval_scores", "list_checkpoints")
 
 
-def refuse_single_process_modes(args: dict[str, Any]) -> None:
-    """Under torchrun: what runs in one process only is refused (by every rank alike)."""
+def check_torchrun_options(args: dict[str, Any]) -> None:
+    """Under torchrun: what runs in one process only is refused, and a CUDA run needs a GPU per
+    process of the node (every rank reaches the same verdict)."""
     modes = [f"--{name}" for name in SINGLE_PROCESS_MODES if args.get(name)]
     if renders_only(args):
         modes.append("--visualize_attention --model_path without --resume")
     if modes:
         raise UsageError(f"{modes[0]} runs in one process: use python main.py for it, not torchrun")
+    import torch
+
+    if torch.cuda.is_available() and args["device"] != "cpu" and not distributed.gpu_per_process():
+        raise UsageError(f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE')} processes on this node but it has "
+                         f"{torch.cuda.device_count()} GPU(s): pass --nproc_per_node at most that, or --device cpu")
 
 
 def decide_start(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:

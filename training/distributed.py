@@ -76,11 +76,18 @@ def init() -> None:
     import torch
     import torch.distributed as dist
 
-    cuda = torch.cuda.is_available()
+    cuda = gpu_per_process()
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=TIMEOUT)
     _state.update(active=True, points_passed=0, host_group=dist.new_group(backend="gloo") if cuda else None)
+
+
+def gpu_per_process() -> bool:
+    """This node has a CUDA device for each of its torchrun processes (``LOCAL_WORLD_SIZE``)."""
+    import torch
+
+    return torch.cuda.is_available() and int(os.environ.get("LOCAL_WORLD_SIZE", 1)) <= torch.cuda.device_count()
 
 
 def finish(code: int) -> None:
