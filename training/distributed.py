@@ -30,7 +30,8 @@ from typing import Any
 AGREEMENT_POINTS = ("plan", "setup")  # rank 0 chose how to start; rank 0 prepared the folder
 TIMEOUT = timedelta(minutes=30)        # torch's default: rank 0 may verify a large checkpoint meanwhile
 
-_state: dict[str, Any] = {"active": False, "host_group": None, "points_passed": 0}
+# shared_exit: every rank knows this exit (it was agreed), so all of them reach ``finish``.
+_state: dict[str, Any] = {"active": False, "host_group": None, "points_passed": 0, "shared_exit": False}
 
 
 class PeerFailed(Exception):
@@ -80,7 +81,7 @@ def init() -> None:
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=TIMEOUT)
-    _state.update(active=True, points_passed=0, host_group=dist.new_group(backend="gloo") if cuda else None)
+    _state.update(active=True, points_passed=0, shared_exit=False, host_group=dist.new_group(backend="gloo") if cuda else None)
 
 
 def gpu_per_process() -> bool:
@@ -92,7 +93,9 @@ def gpu_per_process() -> bool:
 
 def finish(code: int) -> None:
     """Leave the group: make up the agreement points this rank skipped (it failed before them),
-    wait for every rank when the run ended well, and ignore late stop signals while exiting."""
+    wait for every rank when all of them know how the run ends (it finished, stopped together
+    or failed at an agreement point), and ignore late stop signals while exiting. A failure of
+    one rank in mid-training (a disk error on rank 0) waits for nobody: torchrun stops the rest."""
     import torch.distributed as dist
 
     if not active():
@@ -106,8 +109,8 @@ def finish(code: int) -> None:
             agree(code)
         except PeerFailed:
             pass
-    if code == 0:
-        barrier()  # the others may still be finishing: nobody leaves while a peer works
+    if code == 0 or _state["shared_exit"]:
+        barrier()  # nobody leaves (and makes torchrun signal the others) while a peer still works
     dist.destroy_process_group()
     _state.update(active=False, host_group=None)
 
@@ -139,9 +142,17 @@ def agree(code: int = 0, payload: Any = None) -> Any:
     _state["points_passed"] += 1
     reports = all_gather_object((code, payload if is_main_process() else None))
     failed = [c for c, _ in reports if c != 0]
+    _state["shared_exit"] = _state["shared_exit"] or bool(failed)
     if failed and code == 0:
         raise PeerFailed(failed[0])  # rank 0's code first: its message is the one printed
     return reports[0][1]
+
+
+def stop_together() -> None:
+    """Every rank stopped at the same step (``agreed_signal``) and rank 0's checkpoint is on
+    disk once all pass here; their exits are agreed."""
+    barrier()
+    _state["shared_exit"] = True
 
 
 def agreed_signal(local: int | None) -> int | None:

@@ -324,7 +324,7 @@ class Trainer:
                       + ("  * new best" if improved else ""))
             if self._agreed_stop() is not None:
                 self.writer.wait()
-                distributed.barrier()  # every rank leaves once the checkpoint is on disk
+                distributed.stop_together()  # every rank leaves once the checkpoint is on disk
                 raise TrainingStopped(self._stop_signal, self._stopped_message(epoch, 0, self._epoch_path(epoch)))
 
     def _render_attention(self, epoch: int, target: int) -> None:
@@ -478,7 +478,7 @@ class Trainer:
             state = snapshot_to_cpu(state)
             # Checked like every epoch save: refused before a byte is written when it cannot fit.
             save_checkpoint(state, path, expected_size=self._last_size or state_nbytes(state))
-        distributed.barrier()  # every rank leaves once the checkpoint is on disk
+        distributed.stop_together()  # every rank leaves once the checkpoint is on disk
         raise TrainingStopped(self._stop_signal or signal.SIGTERM, self._stopped_message(epoch, step, path))
 
     def _stopped_message(self, epoch: int, step: int, path: Path) -> str:
