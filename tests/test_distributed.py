@@ -269,3 +269,27 @@ def test_every_rank_reads_its_share_of_the_same_global_batch() -> None:
         assert max(map(len, shares)) - min(map(len, shares)) <= 1
     # A global batch with fewer clips than ranks (an epoch's last): no rank gets an empty one.
     assert [rank_share([5, 6], rank, 4) for rank in range(4)] == [[5], [6], [5], [6]]
+
+
+def test_validation_split_over_ranks_equals_one_process_on_the_same_weights(reference: Path) -> None:
+    """The 2-process run's epoch-1 validation (each rank scored half the batches; gathered) gives
+    the loss, accuracy and EER one process computes with those weights, to the last bit."""
+    from training.checkpoint.store import read_checkpoint_file
+    from training.trainer import StartPlan, Trainer
+
+    loaded = read_checkpoint_file(reference / epoch_checkpoint_name(1, COMMENT))
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks ran (torchrun's OMP_NUM_THREADS=1)
+    try:
+        trainer = Trainer(dict(loaded.full["args"]), StartPlan("resume", loaded), echo=lambda _: None)
+        trainer._setup_device()
+        trainer._setup_determinism()
+        trainer._setup_data()
+        trainer._setup_model()
+        trainer.val_set.set_epoch(1)
+        val = trainer._validate()
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+    assert (val["loss"], val["acc"], val["eer"]) == (loaded.full["val_loss"], loaded.full["val_acc"],
+                                                     loaded.full["val_eer"])

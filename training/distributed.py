@@ -167,6 +167,18 @@ def agreed_signal(local: int | None) -> int | None:
     return int(flag.item()) or None
 
 
+def share_buffers(model: Any) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics). DDP broadcasts them at the
+    start of each training forward, so after an epoch each rank still holds the statistics of its
+    own last share; validation must score with rank 0's, the ones its checkpoint saves."""
+    if not active():
+        return
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def wrap_model(model: Any, device: Any) -> Any:
     """The model the training steps call: ``DistributedDataParallel`` over ``model`` under
     torchrun, else ``model`` itself. Checkpoints, validation and attention use ``model``."""

@@ -406,6 +406,7 @@ class Trainer:
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
         self.model.eval()
+        distributed.share_buffers(self.model)  # under torchrun: score with the weights rank 0 saves
         batch_size = self.args["batch_size"]
         order = list(range(len(self.val_set)))
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
