@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from training import distributed
 from training.config import (DEFAULTS, EVALUATION_OPTIONS, OPTIONS, UsageError, check_attention_model, typed_args,
                              validate_options)
 from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
@@ -51,7 +52,8 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse's own checks, reported like ours: one line and exit 2 (not the usage block)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"error: {message} (see --help)\n")
+        # Under torchrun every rank parses the same argv: rank 0 alone says what is wrong.
+        self.exit(EXIT_USAGE, f"error: {message} (see --help)\n" if _prints_errors() else None)
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -205,7 +207,24 @@ def _best_note(ckpt: dict[str, Any]) -> str:
     return f", best val EER {best:.2f}% (epoch {ckpt.get('best_epoch')})" if isinstance(best, (int, float)) else ""
 
 
+def _prints_errors() -> bool:
+    """Under torchrun only rank 0 prints a usage error (every rank ends with its exit code)."""
+    return distributed.is_main_process()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not distributed.launched_by_torchrun():
+        return _main(argv)
+    distributed.init()  # first: every verdict below, a usage error too, is agreed by all ranks
+    try:
+        code = _main(argv)
+    except SystemExit as exc:  # argparse's usage errors and --help
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else 0
+    distributed.finish(code)  # every rank leaves the group with the same verdict
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args, explicit = parse_args(argv)  # argparse itself exits 2 on unknown flags or bad values
         verify = args.pop("verify")
@@ -216,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         check_evaluation_options(args, explicit)
         check_combinations(args)
         validate_options(args)  # the rule jobs.launch and the Launch form apply too
+        if distributed.active():
+            check_torchrun_options(args)
         if args["launcher"] == "slurm":  # the same run, as a Slurm job (training.jobs.slurm)
             from training.jobs.slurm import submit_from_cli
             return submit_from_cli(args, explicit)
@@ -230,20 +251,84 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError("--device cuda: no CUDA device is available")
         if renders_only(args):
             return render_attention_only(args, explicit)
-        effective, plan = plan_run(args, explicit)
-        effective = typed_args(effective)  # a checkpoint's stored values, as the options' types
-        # A checkpoint's stored values name the folder (and the model) now: the same rule applies.
-        validate_options({**{k: effective.get(k) for k in NAMING_KEYS},
-                          "visualize_attention": effective.get("visualize_attention")})
-        state_disk_needs(effective, plan)
+        effective, plan = decide_start(args, explicit)
         # What to evaluate is no part of a training run: checkpoints do not record it.
         return _train({k: v for k, v in effective.items() if k not in EVALUATION_OPTIONS}, plan)
+    except distributed.PeerFailed as exc:
+        return exc.code  # rank 0 said why
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if _prints_errors():
+            print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         print(f"Aborted ({exc or 'interrupted'}); checkpoints already on disk are intact.", file=sys.stderr)
         return 130
+
+
+def checked_plan(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:
+    """(effective typed args, StartPlan), the disk needs stated; UsageError if unusable."""
+    effective, plan = plan_run(args, explicit)
+    effective = typed_args(effective)  # a checkpoint's stored values, as the options' types
+    # A checkpoint's stored values name the folder (and the model) now: the same rule applies.
+    validate_options({**{k: effective.get(k) for k in NAMING_KEYS},
+                      "visualize_attention": effective.get("visualize_attention")})
+    state_disk_needs(effective, plan)
+    return effective, plan
+
+
+# --- torchrun (training.distributed) ------------------------------------------------------------------
+
+SINGLE_PROCESS_MODES = ("eval", "eval_scores", "list_checkpoints")
+
+
+def check_torchrun_options(args: dict[str, Any]) -> None:
+    """Under torchrun: what runs in one process only is refused, and a CUDA run needs a GPU per
+    process of the node (every rank reaches the same verdict)."""
+    modes = [f"--{name}" for name in SINGLE_PROCESS_MODES if args.get(name)]
+    if renders_only(args):
+        modes.append("--visualize_attention --model_path without --resume")
+    if args.get("launcher") == "slurm":  # every rank would submit a job; the Slurm job runs torchrun itself
+        modes.append("--launcher slurm")
+    if modes:
+        raise UsageError(f"{modes[0]} runs in one process: use python main.py for it, not torchrun")
+    import torch
+
+    if torch.cuda.is_available() and args["device"] != "cpu" and not distributed.gpu_per_process():
+        raise UsageError(f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE')} processes on this node but it has "
+                         f"{torch.cuda.device_count()} GPU(s): pass --nproc_per_node at most that, or --device cpu")
+
+
+def decide_start(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, Any], Any]:
+    """``checked_plan``; under torchrun decided on rank 0 alone (it verifies the checkpoint, may
+    mark files damaged, prints the notes) and shared with the other ranks, which load the same
+    file; a usage error on rank 0 ends every rank with exit 2 (``distributed.agree``)."""
+    if not distributed.active():
+        return checked_plan(args, explicit)
+    if distributed.is_main_process():
+        try:
+            effective, plan = checked_plan(args, explicit)
+        except UsageError:
+            distributed.agree(EXIT_USAGE)
+            raise
+        path = str(plan.source.path) if plan.source is not None else None
+        distributed.agree(0, (effective, plan.mode, path, plan.note))
+        return effective, plan
+    effective, mode, path, note = distributed.agree(0)
+    return effective, _plan_of_rank_0(mode, path, note)
+
+
+def _plan_of_rank_0(mode: str, path: str | None, note: str) -> Any:
+    """The StartPlan rank 0 chose, its file loaded here (rank 0 verified it; reading it again
+    here writes nothing, not even a damage mark)."""
+    from training.checkpoint.store import CheckpointError, read_checkpoint_file
+    from training.trainer import StartPlan
+
+    if path is None:
+        return StartPlan(mode, None, note)
+    try:
+        return StartPlan(mode, read_checkpoint_file(path), note)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def state_disk_needs(args: dict[str, Any], plan: Any) -> None:
@@ -307,8 +392,10 @@ def _train(args: dict[str, Any], plan: Any) -> int:
     new_folders = _missing_folders(folder)  # what this run creates (the root too, maybe)
     try:
         code = Trainer(args, plan).run()
+    except distributed.PeerFailed as exc:
+        code = exc.code  # rank 0 failed and said why (under torchrun only)
     except tuple(kind for kind, _ in exit_codes) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{_rank_prefix()}error: {exc}", file=sys.stderr)
         code = next(code for kind, code in exit_codes if isinstance(exc, kind))
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS:
@@ -318,9 +405,14 @@ def _train(args: dict[str, Any], plan: Any) -> int:
         print(f"error: {exc.strerror} while writing {where} (in {experiment_dir(args)}); free space there "
               "(checkpoints already saved are intact)", file=sys.stderr)
         code = EXIT_ERROR
-    if code != 0 and new_folders:
+    if code != 0 and new_folders and distributed.is_main_process():
         _remove_if_only_a_released_lock(new_folders)
     return code
+
+
+def _rank_prefix() -> str:
+    """Under torchrun an error of a rank other than 0 says which rank it is."""
+    return "" if distributed.is_main_process() else f"rank {distributed.rank()}: "
 
 
 def _missing_folders(folder: Path) -> list[Path]:

@@ -84,12 +84,17 @@ class EpochSums:
     correct: int = 0
 
     def add(self, loss: torch.Tensor, log_probs: torch.Tensor, labels: torch.Tensor) -> None:
+        self.add_scores(loss.detach().float(), log_probs[:, BONAFIDE].detach().float(), labels.detach())
+
+    def add_scores(self, loss: torch.Tensor, bonafide_scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """One batch's mean loss, bona-fide scores and labels (``training.shards`` replays
+        other ranks' batches through this, in the order one process adds them)."""
         n = labels.shape[0]
-        weighted = loss.detach().float() * n
+        weighted = loss * n
         self.loss_sum = weighted if self.loss_sum is None else self.loss_sum + weighted
         self.count += n
-        self.scores.append(log_probs[:, BONAFIDE].detach().float())
-        self.labels.append(labels.detach())
+        self.scores.append(bonafide_scores)
+        self.labels.append(labels)
 
     def state(self) -> dict[str, Any]:
         """What a mid-epoch checkpoint stores to continue these sums exactly."""

@@ -18,6 +18,11 @@ Signals: the first SIGTERM or SIGINT asks the loop to stop; it finishes the curr
 ``checkpoint_interrupt[_comment].pth`` (which resumes at the next step), and exits 143 / 130.
 A second signal aborts at once; every checkpoint already on disk is intact either way.
 
+Under torchrun (``training.distributed``, ``training.shards``) every rank runs this class: rank 0
+alone takes the lock, prepares the folder and writes; each rank trains on its share of the same
+global batches through DDP (``self.train_model``; ``self.model`` is the plain module that
+checkpoints, validation and attention use); a stop signal on any rank is agreed at every step.
+
 A run touches only its own files (``training.run_folder``: which files are its own, archive,
 pruning, the best file, the log). "This run's files" are the checkpoints at the top of its
 experiment folder whose name carries its tag (``--comment``; the original script's untagged
@@ -35,6 +40,7 @@ would otherwise be mixed under one set of names.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -48,6 +54,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from training import distributed, shards
+
 from training.attention import ATTENTION_DIR, choose_utterances, collect_attention, is_render_epoch, write_attention
 from training.checkpoint.meta import checkpoint_meta, list_checkpoint_files, read_checkpoint_info
 from training.checkpoint.store import (CheckpointError, CheckpointWriter, LoadedCheckpoint, link_or_copy, save_checkpoint, snapshot_to_cpu, state_nbytes)
@@ -58,8 +66,8 @@ from training.losses import build_criterion
 from training.models import build_model, check_model_args, with_head_version
 from training.naming import (LOG_NAME, best_checkpoint_name, carries_run_tag, epoch_checkpoint_name, experiment_dir,
                              experiment_name, interrupt_checkpoint_name, parse_checkpoint_name)
-from training.resume_state import (EpochSums, capture_rng_state, collate, epoch_batches, ignore_stop_signals,
-                                   restore_rng_state, seed_everything)
+from training.labels import BONAFIDE
+from training.resume_state import EpochSums, collate, epoch_batches, ignore_stop_signals, seed_everything
 from training.run_folder import RunFolder, describe_lineage, has_entries
 from training.step_log import StepLog, prepare_step_log
 
@@ -98,7 +106,9 @@ class Trainer:
         check_model_args(args)  # a bad --ssl_path is reported before the lock or the folder exist
         self.args = args
         self.plan = plan
-        self.echo = echo
+        # Under torchrun (training.distributed) rank 0 alone prints and writes; the others train.
+        self.main = distributed.is_main_process()
+        self.echo = echo if self.main else (lambda _line: None)
         self.name = experiment_name(args)
         self.exp_dir = experiment_dir(args)
         self.comment = args.get("comment")
@@ -114,8 +124,8 @@ class Trainer:
         self.writer = CheckpointWriter(background=True)
         self._stop_signal: int | None = None
         self._last_size = 0
-        # --log_every_steps: training_steps.csv (training.step_log); opened at its first row
-        self.step_log = StepLog(self.exp_dir, self.name, args.get("log_every_steps") or 0,
+        # --log_every_steps: training_steps.csv (training.step_log); opened at its first row; rank 0's alone
+        self.step_log = StepLog(self.exp_dir, self.name, (args.get("log_every_steps") or 0) if self.main else 0,
                                 lambda: self.optimizer.param_groups[0]["lr"])
 
     # -- which files are this run's -----------------------------------------------------------
@@ -159,7 +169,8 @@ class Trainer:
     def _setup_device(self) -> None:
         wanted = self.args.get("device", "auto")
         use_cuda = wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available())
-        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.device = torch.device("cuda", distributed.device_index()) if use_cuda and distributed.active() \
+            else torch.device("cuda" if use_cuda else "cpu")
         self.amp = bool(self.args.get("amp")) and self.device.type == "cuda"
 
     def _setup_determinism(self) -> None:
@@ -187,6 +198,7 @@ class Trainer:
         self.criterion = build_criterion(self.args)
         if self.plan.source is not None:
             self._load_weights(self.plan.source)
+        self.train_model = distributed.wrap_model(self.model, self.device)  # DDP under torchrun
 
     def _load_weights(self, source: LoadedCheckpoint) -> None:
         from training.checkpoint.store import CheckpointError
@@ -233,11 +245,14 @@ class Trainer:
         best = ckpt.get("best_val_eer")
         self.best_val_eer = float(best) if best is not None else float("inf")
         self.history = [dict(row) for row in ckpt.get("history", [])]
+        written_by = int(ckpt.get("world_size") or 1)
         if ckpt.get("partial") is not None:
             self.resume_step = int(ckpt.get("step_in_epoch", 0))
-            self.resume_sums = ckpt["partial"]
-        if ckpt.get("rng_state") is not None:
-            restore_rng_state(ckpt["rng_state"])
+            self.resume_sums = shards.resume_sums(ckpt["partial"], written_by)
+        shards.restore_rng(ckpt)
+        note = shards.world_size_note(written_by, self.args["batch_size"])
+        if note:
+            self.echo(note)
         if self._continues_own_file():
             self.protected.add(source.path.resolve())
 
@@ -245,9 +260,10 @@ class Trainer:
 
     def run(self) -> int:
         target = self.args["num_epochs"]
-        self._refuse_mixing_runs()
-        with ExperimentLock(self.exp_dir):
-            leftovers = remove_stale_temp_files(self.exp_dir)  # we hold the lock: no save is in flight
+        if self.main:
+            self._refuse_mixing_runs()
+        with ExperimentLock(self.exp_dir) if self.main else contextlib.nullcontext():
+            leftovers = remove_stale_temp_files(self.exp_dir) if self.main else []  # we hold the lock: no save is in flight
             if leftovers:
                 self.echo(f"Removed {len(leftovers)} unfinished save(s) of an interrupted run: "
                           + ", ".join(p.name for p in leftovers))
@@ -262,11 +278,14 @@ class Trainer:
             if self.epoch >= target:
                 self.echo(f"Checkpoint is at epoch {self.epoch} and --num_epochs is {target}: nothing left "
                           f"to train. Raise --num_epochs to train further.")
-                self.folder.restore_log_rows(self.history, self.name)  # the final epoch's save may have been interrupted
-                self._republish_best()
+                if self.main:
+                    self.folder.restore_log_rows(self.history, self.name)  # the final epoch's save may have been interrupted
+                    self._republish_best()
                 return 0
-            self._prepare_folder()
-            self._republish_best()
+            if self.main:
+                self._prepare_folder()
+                self._republish_best()
+            distributed.agree()  # the others start once rank 0 has the lock and the folder is ready
             self.echo(f"Training {self.name} on {self.device}: epochs {self.epoch + 1}-{target} "
                       f"({len(self.train_set)} train / {len(self.val_set)} val clips) -> {self.exp_dir}")
             first_epoch = self.epoch
@@ -314,13 +333,14 @@ class Trainer:
                       f"val loss {val['loss']:.4f} acc {val['acc']:.2f}% EER {val['eer']:.2f}%  "
                       f"best {self.best_val_eer:.2f}% (epoch {self.best_epoch})  [{row['epoch_seconds']:.1f}s]"
                       + ("  * new best" if improved else ""))
-            if self._stop_signal is not None:
+            if self._agreed_stop() is not None:
                 self.writer.wait()
+                distributed.stop_together()  # every rank leaves once the checkpoint is on disk
                 raise TrainingStopped(self._stop_signal, self._stopped_message(epoch, 0, self._epoch_path(epoch)))
 
     def _render_attention(self, epoch: int, target: int) -> None:
         """``attention/epoch_N/`` on the scheduled epochs (training.attention); draws no RNG."""
-        if not self.viz_indices or not is_render_epoch(epoch, target, self.args["viz_frequency"]):
+        if not self.main or not self.viz_indices or not is_render_epoch(epoch, target, self.args["viz_frequency"]):
             return
         arrays = collect_attention(self.model, self.val_set, self.viz_indices, self.device,
                                    self.args["batch_size"])
@@ -336,14 +356,16 @@ class Trainer:
                           worker_init_fn=ignore_stop_signals if workers else None)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        self.model.train()
-        batches = epoch_batches(len(self.train_set), self.args["batch_size"], self.args["seed"], epoch)
+        self.train_model.train()
+        # Every rank: its share of each of the same global batches (training.shards).
+        batches = shards.train_batches(epoch_batches(len(self.train_set), self.args["batch_size"],
+                                                     self.args["seed"], epoch))
         start = self.resume_step
         sums = EpochSums.from_state(self.resume_sums, self.device) if self.resume_sums else EpochSums()
         self.resume_step, self.resume_sums = 0, None
         self.train_set.set_epoch(epoch)  # RawBoost draws per (seed, epoch, clip); before the workers start
         bar = tqdm(self._loader(self.train_set, batches[start:]), total=len(batches), initial=start,
-                   desc=f"Epoch {epoch}", leave=False, dynamic_ncols=True, file=sys.stderr)
+                   desc=f"Epoch {epoch}", leave=False, dynamic_ncols=True, file=sys.stderr, disable=not self.main)
         # The first step whose loss was not finite, kept on the device (-1: none yet), so that
         # checking it costs no per-step host sync; read before any save and at the epoch's end.
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -353,14 +375,19 @@ class Trainer:
             loss, log_probs = self._step(x, y)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             sums.add(loss, log_probs, y)
-            self.step_log.step_done(epoch, step, len(batches), len(y), loss)
-            if self._stop_signal is not None and step < len(batches):
+            self.step_log.step_done(epoch, step, len(batches), len(y) * distributed.world_size(), loss)
+            if step < len(batches) and self._agreed_stop() is not None:
                 bar.close()
                 self._stop_if_not_finite(epoch, first_bad)  # never save a diverged state
                 self._save_interrupt(epoch, step, sums)
         bar.close()
         self._stop_if_not_finite(epoch, first_bad)
-        return sums.summary()
+        return shards.merged_sums(sums).summary()
+
+    def _agreed_stop(self) -> int | None:
+        """The stop signal of this process, or under torchrun of any rank (one all_reduce)."""
+        self._stop_signal = distributed.agreed_signal(self._stop_signal)
+        return self._stop_signal
 
     def _stop_if_not_finite(self, epoch: int, first_bad: torch.Tensor) -> None:
         """Stop the run (FloatingPointError, one line) once the loss or the weights are NaN/inf:
@@ -378,7 +405,7 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.amp):
-            output = self.model(x)
+            output = self.train_model(x)
             loss, _ = self.criterion(output, y)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -392,17 +419,22 @@ class Trainer:
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
         self.model.eval()
+        distributed.share_buffers(self.model)  # under torchrun: score with the weights rank 0 saves
         batch_size = self.args["batch_size"]
         order = list(range(len(self.val_set)))
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         sums = EpochSums()
-        for x, y in self._loader(self.val_set, batches):
+        records = []  # under torchrun: this rank's batches, merged in order (training.shards)
+        for x, y in self._loader(self.val_set, shards.validation_batches(batches)):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, enabled=self.amp):
                 output = self.model(x)
                 loss, _ = self.criterion(output, y)
-            sums.add(loss, output.log_probs, y)
-        return sums.summary()
+            if distributed.active():
+                records.append((loss.float(), output.log_probs[:, BONAFIDE].float(), y))
+            else:
+                sums.add(loss, output.log_probs, y)
+        return (shards.merged_validation(records, len(batches)) if distributed.active() else sums).summary()
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -423,8 +455,9 @@ class Trainer:
             "experiment": self.name,
             "history": [dict(row) for row in self.history],
             "lineage": self.lineage,
-            "rng_state": capture_rng_state(),
+            **shards.rng_states(),  # gathered from every rank under torchrun
             "partial": partial,
+            "world_size": distributed.world_size(),
             "saved_at": time.time(),
         }
 
@@ -433,7 +466,10 @@ class Trainer:
 
     def save_checkpoint(self, row: dict[str, Any], improved: bool) -> None:
         """Snapshot now (the loop is blocked only for this copy); write in the background."""
-        state = self.writer.snapshot(self._checkpoint())  # waits for the previous save (its buffers)
+        state = self._checkpoint()  # every rank: the per-rank RNG states are gathered here
+        if not self.main:
+            return
+        state = self.writer.snapshot(state)  # waits for the previous save (its buffers)
         path = self._epoch_path(self.epoch)
         best = self.exp_dir / best_checkpoint_name(self.comment)
         expected = self._last_size or state_nbytes(state)
@@ -451,9 +487,12 @@ class Trainer:
     def _save_interrupt(self, epoch: int, step: int, sums: EpochSums) -> None:
         self.writer.wait()
         path = self.exp_dir / interrupt_checkpoint_name(self.comment)
-        state = snapshot_to_cpu(self._checkpoint(step, sums.state()))
-        # Checked like every epoch save: refused before a byte is written when it cannot fit.
-        save_checkpoint(state, path, expected_size=self._last_size or state_nbytes(state))
+        state = self._checkpoint(step, shards.partial_state(sums))  # every rank takes part
+        if self.main:
+            state = snapshot_to_cpu(state)
+            # Checked like every epoch save: refused before a byte is written when it cannot fit.
+            save_checkpoint(state, path, expected_size=self._last_size or state_nbytes(state))
+        distributed.stop_together()  # every rank leaves once the checkpoint is on disk
         raise TrainingStopped(self._stop_signal or signal.SIGTERM, self._stopped_message(epoch, step, path))
 
     def _stopped_message(self, epoch: int, step: int, path: Path) -> str:
