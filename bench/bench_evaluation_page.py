@@ -2,11 +2,13 @@
 
 Synthesises, in a temporary models root, C evaluated checkpoints (default 30) x 3 evaluation
 sets (LA, DF, In-the-Wild), each score file L lines (default 611,829: the 2021 DF key), with a
-``metrics.json`` as ``--eval`` writes it and one key per set, without training or scoring.
+``metrics.json`` as ``--eval`` writes it and one key per set, without training or scoring (one
+score file written per set, the others hard links to it).
 Then times:
 
   - first load of one score file: training.dashboard.evaluation.read_scores (cold cache) against
-    ``pandas.read_csv`` of the same file (goal: under 0.5 s);
+    ``pandas.read_csv`` of the same file (goal: under 0.5 s), in key order and with its lines
+    shuffled; reading the DF key's labels for the page against ``keys.read_key``;
   - the Evaluation page under Streamlit's AppTest with S (default 3) checkpoints picked for the
     DET curves and histograms: first render (cold caches: every metrics file, the key and the S
     score files read) and warm render (median of 5; goal: under 1 s);
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -69,36 +72,61 @@ def write_key(folder: Path, track: str, ids: list[str], labels: np.ndarray) -> P
     return path
 
 
-def write_result(root: Path, experiment: str, checkpoint: int, track: str, key: Path, id_bytes: list[bytes],
-                 labels: np.ndarray, rng: np.random.Generator) -> Path:
-    """A score file (float32 shortest text, as --eval writes) and its metrics.json."""
-    folder = root / experiment / EVAL_DIRNAME
-    folder.mkdir(parents=True, exist_ok=True)
+def write_scores(path: Path, id_bytes: list[bytes], labels: np.ndarray, rng: np.random.Generator) -> Path:
+    """A score file as --eval writes it: key order, float32 scores as shortest text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     scores = (rng.normal(size=len(labels)) + 1.5 * labels).astype(np.float32)
     texts = np.char.mod("%.7g", scores).astype(bytes).tolist()
-    path = folder / f"checkpoint_epoch_{checkpoint}_{track}.txt"
     path.write_bytes(b"".join(i + b" " + s + b"\n" for i, s in zip(id_bytes, texts)))
-    doc = {"track": track, "subset": "all" if track == "In-the-Wild" else "eval", "eer": float(rng.uniform(1, 20)),
-           "min_tdcf": None, "counts": {"key_trials": len(labels)}, "breakdown": None, "score_file": str(path),
-           "key": str(key), "asv": None,
-           "checkpoint": {"path": str(root / experiment / f"checkpoint_epoch_{checkpoint}.pth"), "epoch": checkpoint},
-           "written_at": "2025-01-01T00:00:00Z"}
-    metrics = path.with_name(path.name + ".metrics.json")
-    metrics.write_text(json.dumps(doc))
     return path
 
 
+def place_copy(source: Path, path: Path) -> None:
+    """The same bytes under another name: a hard link (no disk, no write time), else a copy. The
+    caches key on the path, so every name is still parsed on its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, path)
+    except OSError:
+        shutil.copyfile(source, path)
+
+
+def write_metrics(root: Path, path: Path, experiment: str, checkpoint: int, track: str, key: Path, lines: int,
+                  rng: np.random.Generator) -> None:
+    doc = {"track": track, "subset": "all" if track == "In-the-Wild" else "eval", "eer": float(rng.uniform(1, 20)),
+           "min_tdcf": None, "counts": {"key_trials": lines}, "breakdown": None, "score_file": str(path),
+           "key": str(key), "asv": None,
+           "checkpoint": {"path": str(root / experiment / f"checkpoint_epoch_{checkpoint}.pth"), "epoch": checkpoint},
+           "written_at": "2025-01-01T00:00:00Z"}
+    path.with_name(path.name + ".metrics.json").write_text(json.dumps(doc))
+
+
 def synthesise(root: Path, checkpoints: int, lines: int) -> dict[str, list[Path]]:
+    """Per set one key and one score file written; the other checkpoints' score files are links
+    to it (same content, so their DET curves coincide; each is still read and parsed)."""
     rng = np.random.default_rng(0)
     files: dict[str, list[Path]] = {}
     for track in SETS:
         ids = trial_ids(track, lines)
         labels = (rng.random(lines) < 0.1).astype(np.int8)
         key = write_key(root.parent / "keys" / track, track, ids, labels)
-        id_bytes = [i.encode() for i in ids]
-        files[track] = [write_result(root, EXPERIMENT.format(track="DF", n=c % 10), c + 1, track, key, id_bytes,
-                                     labels, rng) for c in range(checkpoints)]
+        source = write_scores(root.parent / "scores" / f"{track}.txt", [i.encode() for i in ids], labels, rng)
+        files[track] = []
+        for c in range(checkpoints):
+            experiment = EXPERIMENT.format(track="DF", n=c % 10)
+            path = root / experiment / EVAL_DIRNAME / f"checkpoint_epoch_{c + 1}_{track}.txt"
+            place_copy(source, path)
+            write_metrics(root, path, experiment, c + 1, track, key, lines, rng)
+            files[track].append(path)
     return files
+
+
+def shuffled_copy(source: Path, target: Path) -> Path:
+    """The score file with its lines in random order (a file not in key order)."""
+    lines = source.read_bytes().splitlines(keepends=True)
+    order = np.random.default_rng(1).permutation(len(lines))
+    target.write_bytes(b"".join(lines[i] for i in order))
+    return target
 
 
 def timed(fn) -> float:
@@ -134,13 +162,20 @@ def main() -> int:
         print(f"{a.checkpoints} checkpoints x {len(SETS)} sets, {a.lines} lines per score file "
               f"({size / 2**30:.2f} GiB), written in {time.perf_counter() - t0:.0f} s")
 
-        one = files["DF"][0]
-        ours = statistics.median(timed(lambda: (ev.clear_cache(), ev.read_scores(one))) for _ in range(3))
-        theirs = statistics.median(timed(lambda: pd.read_csv(one, sep=" ", header=None, names=["trial", "score"]))
-                                   for _ in range(3))
-        print(f"first load of one score file: {ours:.3f} s (goal < {FIRST_LOAD_GOAL_S} s: "
-              f"{'met' if ours < FIRST_LOAD_GOAL_S else 'MISSED'}); pandas.read_csv {theirs:.3f} s; "
-              f"ratio {ours / theirs:.2f}")
+        for label, one in (("one score file", files["DF"][0]),
+                           ("one score file, lines shuffled", shuffled_copy(files["DF"][0], Path(tmp) / "shuffled.txt"))):
+            ours = statistics.median(timed(lambda: (ev.clear_cache(), ev.read_scores(one))) for _ in range(5))
+            theirs = statistics.median(timed(lambda: pd.read_csv(one, sep=" ", header=None, names=["trial", "score"]))
+                                       for _ in range(5))
+            print(f"first load of {label}: {ours:.3f} s (goal < {FIRST_LOAD_GOAL_S} s: "
+                  f"{'met' if ours < FIRST_LOAD_GOAL_S else 'MISSED'}); pandas.read_csv {theirs:.3f} s; "
+                  f"ratio {ours / theirs:.2f}")
+        df_key = next(r.key_path for r in ev.find_results(root, [files["DF"][0].parents[1].name]) if r.track == "DF")
+        labels_s = statistics.median(timed(lambda: (ev.clear_cache(), ev.read_labels_cached(df_key, "DF")))
+                                     for _ in range(3))
+        from training.evaluation.keys import read_key
+        full_s = timed(lambda: read_key(df_key, "DF"))
+        print(f"DF key ({a.lines} lines): labels for the page {labels_s:.3f} s; keys.read_key {full_s:.2f} s")
 
         picked = files["DF"][: a.selected]
         rows = [f"{p.parents[1].name}/{p.stem.rsplit('_', 1)[0]}.pth" for p in picked]

@@ -7,8 +7,9 @@ CSV / LaTeX export, the per-condition table of one result (the metrics file's br
 recomputed), and reading score files with their labels (:func:`labelled_scores`) for the DET curve
 and the histograms (:mod:`training.dashboard.evaluation_plots` draws them).
 
-Score files are large (a DF file has 611,829 lines), so each is parsed once by a numpy parser and
-kept while its (path, size, mtime) stays the same; keys (the labels and subsets) likewise. Labels
+Score files are large (a DF file has 611,829 lines), so each is parsed once (pandas' C parser,
+:mod:`training.dashboard.score_files`) and kept while its (path, size, mtime) stays the same; keys
+likewise, their labels and subsets only (:mod:`training.dashboard.key_labels`). Labels
 come from the key the metrics file names (``key``, with its ``track`` and ``subset``): the same
 trials the official EER was computed over. Nothing here imports torch.
 """
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.dashboard.key_labels import KeyLabels, read_key_labels
+from training.dashboard.score_files import ScoreFile, ScoreFileError, parse_score_file
 from training.naming import EVAL_DIRNAME
 
 METRICS_SUFFIX = ".metrics.json"
@@ -281,12 +284,6 @@ def condition_axes(metrics_path: Path) -> tuple[str, str]:
 
 # --- score files: parsed once per (path, size, mtime) ---------------------------------------------------
 
-@dataclass(frozen=True)
-class ScoreFile:
-    ids: np.ndarray  # bytes, file order
-    scores: np.ndarray  # float64 as written
-
-
 class _StampedCache:
     """A small LRU of values keyed by path, valid while the file's (size, mtime) is unchanged."""
 
@@ -334,34 +331,9 @@ def score_loads() -> int:
     return _SCORES.loads
 
 
-def parse_score_bytes(data: bytes, path: Path) -> ScoreFile:
-    """``trial score`` lines -> ids and float64 scores. Splitting the whole buffer at once and
-    converting the score column in one numpy call keeps a 611,829-line file well under 0.5 s."""
-    tokens = data.split()
-    if not tokens:
-        raise EvaluationViewError(f"{path}: the score file is empty")
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    blank = sum(1 for line in data.splitlines() if not line.strip()) if len(tokens) != 2 * lines else 0
-    if len(tokens) != 2 * (lines - blank):
-        raise EvaluationViewError(f"{path}: expected 'trial score' (2 fields) on every line")
-    try:
-        scores = np.array(tokens[1::2]).astype(np.float64)
-    except ValueError:
-        bad = next(t for t in tokens[1::2] if not _is_float(t))
-        raise EvaluationViewError(f"{path}: the score '{bad[:60].decode('utf-8', 'replace')}' is not a number") from None
-    return ScoreFile(np.array(tokens[0::2]), scores)
-
-
-def _is_float(token: bytes) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
-
-
 def read_scores(path: Path) -> ScoreFile:
-    """The score file, parsed once while its (size, mtime) stays the same."""
+    """The score file (:mod:`training.dashboard.score_files`), parsed once while its (size,
+    mtime) stays the same."""
     stamp = file_stamp(path)
     if stamp is None or not path.is_file():
         raise EvaluationViewError(f"{path}: score file not found")
@@ -369,17 +341,18 @@ def read_scores(path: Path) -> ScoreFile:
     if cached is not None:
         return cached
     try:
-        data = path.read_bytes()
+        parsed = parse_score_file(path.read_bytes(), path)
     except OSError as exc:
         raise EvaluationViewError(f"{path}: cannot read the score file ({exc.strerror})") from None
-    parsed = parse_score_bytes(data, path)
+    except ScoreFileError as exc:
+        raise EvaluationViewError(str(exc)) from None
     _SCORES.put(path, stamp, parsed)
     return parsed
 
 
-def read_key_cached(path: Path, track: str):
-    """The evaluation key (training.evaluation.keys.read_key), read once per (size, mtime)."""
-    from training.evaluation.keys import EvalInputError, read_key
+def read_labels_cached(path: Path, track: str) -> KeyLabels:
+    """The key's labels and subsets (:mod:`training.dashboard.key_labels`), read once per (size, mtime)."""
+    from training.evaluation.keys import EvalInputError
 
     stamp = file_stamp(path)
     if stamp is None:
@@ -388,7 +361,7 @@ def read_key_cached(path: Path, track: str):
     if cached is not None:
         return cached
     try:
-        key = read_key(path, track)
+        key = read_key_labels(path, track)
     except EvalInputError as exc:
         raise EvaluationViewError(str(exc)) from None
     _KEYS.put((path, track), stamp, key)
@@ -405,17 +378,19 @@ def labelled_scores(result: EvalResult) -> LabelledScores:
     """The scores of the trials the pooled EER covers (the key's subset), with their labels."""
     if result.key_path is None:
         raise EvaluationViewError(f"{result.metrics_path}: names no key, so its trials have no labels")
-    key = read_key_cached(result.key_path, result.track)
+    key = read_labels_cached(result.key_path, result.track)
     parsed = read_scores(result.score_path)
-    if parsed.ids.shape == key.ids.shape and np.array_equal(parsed.ids, key.ids):
+    if len(parsed) == len(key) and parsed.ids.equals(key.ids):
         scores = parsed.scores  # --eval writes key order: no join needed
     else:
-        rows = key.positions(parsed.ids)
-        if (rows < 0).any() or len(rows) != len(key) or len(np.unique(rows)) != len(key):
+        rows = key.positions(parsed.ids)  # both unique, so equal lengths and no -1 mean a permutation
+        if len(rows) != len(key) or (rows < 0).any():
             raise EvaluationViewError(f"{result.score_path}: does not match the key {result.key_path}")
         scores = np.empty(len(key))
         scores[rows] = parsed.scores
-    keep = key.subset_mask(result.subset) if result.subset != "all" else np.ones(len(key), dtype=bool)
+    keep = key.subset_mask(result.subset)
+    if keep is None:
+        raise EvaluationViewError(f"{result.key_path}: has no subset column, so subset '{result.subset}' is unknown")
     return LabelledScores(scores[keep], key.labels[keep])
 
 
