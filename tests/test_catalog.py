@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from tests import ckpt_factories as F
-from tests.cli_helpers import REPO, TINY, child_env, run_main
+from tests.cli_helpers import REPO, TINY, child_env, logged_history, run_main
 from training.dashboard import catalog, history, scan
 from training.dashboard.catalog import CatalogError
 from training.checkpoint.fsutil import sidecar_path
@@ -191,7 +191,7 @@ def test_trained_experiments(trained):
     assert parent["status"] == child["status"] == "finished"
     assert parent["checkpoints"] == 4 and child["checkpoints"] == 3
     final = reference(trained / PARENT / "checkpoint_epoch_3_a.pth")
-    curve = [float(r["val_eer"]) for r in final["history"]]
+    curve = [float(r["val_eer"]) for r in logged_history(trained / PARENT)]
     assert parent["val_eer_history"] == pytest.approx(curve)
     assert parent["best_val_eer"] == pytest.approx(float(final["best_val_eer"]))
     assert parent["best_epoch"] == final["best_epoch"]
@@ -199,7 +199,9 @@ def test_trained_experiments(trained):
     assert parent["latest_val_acc"] == pytest.approx(float(final["val_acc"]))
     # the child's curve: the parent's epochs 1-2, then its own 3-4
     child_final = reference(trained / CHILD / "checkpoint_epoch_4_ext.pth")
-    assert child["val_eer_history"] == pytest.approx([float(r["val_eer"]) for r in child_final["history"]])
+    inherited = [r for r in logged_history(trained / PARENT) if r["epoch"] <= 2] + logged_history(trained / CHILD)
+    assert child_final["epoch"] == 4
+    assert child["val_eer_history"] == pytest.approx([float(r["val_eer"]) for r in inherited])
     assert len(child["val_eer_history"]) == 4
     assert (parent["has_lineage"], parent["parent_experiment"]) == (False, None)
     assert (child["has_lineage"], child["lineage_mode"], child["parent_experiment"], child["parent_epoch"]) == \
@@ -277,16 +279,18 @@ def test_history_follows_resume_lineage(trained, tmp_path):
     own = catalog.experiment_history(trained, CHILD, follow_lineage=False)
     assert list(own["epoch"]) == [3, 4] and set(own["experiment"]) == {CHILD}
 
-    # curves survive deleting intermediate checkpoints, the child's log, even the parent folder
+    # curves survive deleting intermediate checkpoints: the history lives in the logs
     root = copy_root(trained, tmp_path / "models")
     (root / PARENT / "checkpoint_epoch_1_a.pth").unlink()
     (root / PARENT / "checkpoint_epoch_2_a.pth").unlink()
     pd.testing.assert_frame_equal(catalog.experiment_history(root, CHILD), full)
+    # with the logs deleted too, what is left is each remaining checkpoint's own row: checkpoints
+    # no longer repeat the whole history (an earlier version's files still do: see the legacy test)
     (root / CHILD / "training_log.csv").unlink()
     (root / CHILD / "checkpoint_epoch_3_ext.pth").unlink()
     shutil.rmtree(root / PARENT)
     without = catalog.experiment_history(root, CHILD)
-    assert list(without["epoch"]) == [1, 2, 3, 4] and list(without["val_eer"]) == pytest.approx(expected)
+    assert list(without["epoch"]) == [4] and list(without["val_eer"]) == pytest.approx(expected[-1:])
 
 
 def test_history_lineage_cycle_stops(tmp_path):

@@ -106,7 +106,7 @@ def corpus(folder: Path) -> list[Path]:
 
 def test_reader_processes_give_the_interpreters_verdict_on_every_file(pool, tmp_path):
     paths = corpus(tmp_path / "models" / "exp")
-    expected = [as_json(read_checkpoint_info(p)) for p in paths]
+    expected = [as_json(read_checkpoint_info(p, with_history=True)) for p in paths]
     for with_history in (True, False):
         got = read_checkpoint_infos([ReadRequest(str(p), with_history) for p in paths])
         want = expected if with_history else [as_json(read_checkpoint_info(p, with_history=False)) for p in paths]

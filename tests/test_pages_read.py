@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cli_helpers import REPO, TINY, load, run_main, start_main, stop_with, wait_for
+from cli_helpers import REPO, TINY, load, logged_history, run_main, start_main, stop_with, wait_for
 from training.dashboard import access as dashboard_access
 from training.checkpoint.fsutil import sidecar_path
 from training.dashboard.views import STATUSES
@@ -119,7 +119,7 @@ def test_experiments_table_lists_every_run_with_best_eer_and_status(root: Path, 
     assert table.loc[A, "best_epoch"] == best["best_epoch"]
     last = load(root / A / "checkpoint_epoch_3_a.pth")
     assert table.loc[A, "latest_val_acc"] == pytest.approx(last["val_acc"])
-    assert list(table.loc[A, "val_eer_history"]) == pytest.approx([r["val_eer"] for r in last["history"]])
+    assert list(table.loc[A, "val_eer_history"]) == pytest.approx([r["val_eer"] for r in logged_history(root / A)])
     assert len(table.loc[A_EXT, "val_eer_history"]) == 4  # the parent's three epochs, then its own
     assert table.loc[A_EXT, "parent_experiment"] == A
     assert dict(table["status"]) == {A: "finished", B: "finished", A_EXT: "finished", STOP: "interrupted"}
@@ -229,12 +229,12 @@ def test_curves_overlay_selected_runs_and_follow_lineage(root: Path, monkeypatch
         "Validation EER", "Validation accuracy", "Loss", "Training EER"]
     val_eer = traces(figures[0], "raw")
     assert val_eer[B]["x"] == [1, 2] and val_eer[A_EXT]["x"] == [1, 2, 3, 4]
-    parent = [r["val_eer"] for r in load(root / A / "checkpoint_epoch_3_a.pth")["history"]]
+    parent = [r["val_eer"] for r in logged_history(root / A)]
     own = load(root / A_EXT / "checkpoint_epoch_4_a_ext.pth")["val_eer"]
     assert val_eer[A_EXT]["y"] == pytest.approx([*parent, own])
     assert val_eer[A_EXT]["customdata"] == [A, A, A, A_EXT]  # hover names the folder of each point
     best = traces(figures[0], "best")
-    history = load(root / A_EXT / "checkpoint_epoch_4_a_ext.pth")["history"]
+    history = logged_history(root / A)[:3] + logged_history(root / A_EXT)
     assert best[A_EXT]["x"] == [min(history, key=lambda r: r["val_eer"])["epoch"]]
     colors = [{name: t["line"]["color"] for name, t in traces(f, "raw").items()} for f in figures]
     assert colors[0][B] != colors[0][A_EXT] and all(c == colors[0] for c in colors)

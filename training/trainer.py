@@ -11,7 +11,7 @@ a checkpoint's stored values are merged in), so nothing here casts them.
 decides it. Exact resume means: training N epochs straight, or k epochs, being killed, and
 resuming to N, gives bit-identical weights and metrics on the CPU. That needs, besides model and
 optimizer: the python / numpy / torch (and CUDA) RNG states, the LR scheduler and AMP scaler,
-the best EER and history, and the data order (``training.resume_state``: RNG capture, the
+the best EER and the last history row (the rest is in the log: ``training.run_history``), and the data order (``training.resume_state``: RNG capture, the
 order of each epoch, the running sums a mid-epoch (SIGTERM) checkpoint stores).
 
 Signals: the first SIGTERM or SIGINT asks the loop to stop; it finishes the current step, saves
@@ -61,6 +61,7 @@ from training.naming import (LOG_NAME, best_checkpoint_name, carries_run_tag, ep
 from training.resume_state import (EpochSums, capture_rng_state, collate, epoch_batches, ignore_stop_signals,
                                    restore_rng_state, seed_everything)
 from training.run_folder import RunFolder, describe_lineage, has_entries
+from training.run_history import history_fields, rows_to_restore
 
 CHECKPOINT_FORMAT = 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -227,7 +228,7 @@ class Trainer:
         # A checkpoint saved before the first validation (a stop in epoch 1) has no best yet: None.
         best = ckpt.get("best_val_eer")
         self.best_val_eer = float(best) if best is not None else float("inf")
-        self.history = [dict(row) for row in ckpt.get("history", [])]
+        self.history = rows_to_restore(source.path, ckpt)  # the log holds the rest (training.run_history)
         if ckpt.get("partial") is not None:
             self.resume_step = int(ckpt.get("step_in_epoch", 0))
             self.resume_sums = ckpt["partial"]
@@ -408,7 +409,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "args": dict(self.args),
             "experiment": self.name,
-            "history": [dict(row) for row in self.history],
+            **history_fields(last, self.name),  # the full history lives once, in the log
             "lineage": self.lineage,
             "rng_state": capture_rng_state(),
             "partial": partial,

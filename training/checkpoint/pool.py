@@ -333,17 +333,18 @@ class _Batch:
 
 class ReadRequest(NamedTuple):
     """One file for :func:`read_checkpoint_infos`, with read_checkpoint_info's options: a scan
-    that needs only each file's metrics skips ``history`` (converting it is most of the work for
-    files that repeat a long one), and one that knows no sidecar exists skips looking for it."""
+    asks for ``history`` only when it wants an earlier version's per-checkpoint history (converting
+    it is most of the work for files that repeat a long one), and one that knows no sidecar exists
+    skips looking for it."""
 
     path: str
-    with_history: bool = True
+    with_history: bool = False
     use_sidecar: bool = True
 
 
 def read_checkpoint_infos(requests: Sequence[ReadRequest | str | os.PathLike[str]]) -> list[CheckpointInfo]:
     """``read_checkpoint_info`` of every file, in order, through the reader processes."""
-    jobs = [tuple(r) if isinstance(r, ReadRequest) else (os.fspath(r), True, True) for r in requests]
+    jobs = [tuple(r) if isinstance(r, ReadRequest) else (os.fspath(r), False, True) for r in requests]
     results: list[CheckpointInfo | None] = [None] * len(jobs)
     if len(jobs) >= MIN_BATCH and process_count() > 0:
         with _LOCK:

@@ -205,7 +205,7 @@ def checkpoint_details(path: Path | str, verify: bool = False) -> dict[str, Any]
     passed. Scans never hash: they show the marks earlier verifications left."""
     path = Path(path)
     problem = verify_checkpoint(path) if verify else None
-    info = read_checkpoint_info(path)  # one file, with its history: not through the cache
+    info = read_checkpoint_info(path, with_history=True)  # one file, with an old file's history
     named = parse_checkpoint_name(path.name)
     ck = ScannedCheckpoint(path, info, named.role, named.epoch, None)
     details = info.to_dict()
