@@ -22,6 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from training.dashboard.downsample import drawn_rows
+
 PALETTE: tuple[str, ...] = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)
 RAW_OPACITY_WHEN_SMOOTHED = 0.3  # the raw curve stays visible (as in TensorBoard), faded
 MAX_SMOOTHING = 0.99
@@ -137,7 +139,7 @@ def metric_figure(spec: ChartSpec, histories: Mapping[str, pd.DataFrame], colors
     for name, history in histories.items():
         if history is None or history.empty:
             continue
-        df = _prepared(history)
+        df = drawn_rows(_prepared(history), [s.column for s in spec.series])  # long runs: a bounded set of points
         color = colors.get(name, PALETTE[0])
         source = _source_column(df, name)
         for i, series in enumerate(spec.series):
