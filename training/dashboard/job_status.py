@@ -10,6 +10,7 @@ restarted dashboard shows the same figures as the one that launched the job.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -55,7 +56,38 @@ def _log_is_this_runs(job: Job) -> bool:
 
 
 def job_progress(models_root: Path | str, job: Job, now: float | None = None) -> JobProgress:
-    """Progress of ``job`` as its experiment's files show it now."""
+    """Progress of ``job`` as its experiment's files show it now. A finished job's is read once
+    per state and kept (``_FINISHED``): only active jobs read their history on every refresh."""
+    if job.is_active:
+        return _read_progress(models_root, job)
+    key = (str(models_root), job.id, job.state, job.ended_at)
+    progress = _FINISHED.get(key)
+    if progress is None:
+        progress = _read_progress(models_root, job)
+        with _FINISHED_LOCK:  # Streamlit runs sessions in threads
+            _FINISHED[key] = progress
+            while len(_FINISHED) > FINISHED_MEMO:
+                del _FINISHED[next(iter(_FINISHED))]
+    return progress
+
+
+FINISHED_MEMO = 4_096  # finished jobs' progress kept (a few pages of the table, many times over)
+_FINISHED: dict[tuple, JobProgress] = {}
+_FINISHED_LOCK = threading.Lock()
+FINISHED_PER_PAGE = 25
+
+
+def visible_jobs(listed: list[Job], page: int, per_page: int = FINISHED_PER_PAGE) -> tuple[list[Job], int]:
+    """(the jobs the table shows, number of pages): every active job, and one page of the
+    finished ones (newest first, as listed); ``page`` is clamped to the pages there are."""
+    active = [job for job in listed if job.is_active]
+    finished = [job for job in listed if not job.is_active]
+    pages = max(1, -(-len(finished) // per_page))
+    page = min(max(page, 0), pages - 1)
+    return active + finished[page * per_page:(page + 1) * per_page], pages
+
+
+def _read_progress(models_root: Path | str, job: Job) -> JobProgress:
     done, latest, eta = 0, None, None
     history = pd.DataFrame(columns=catalog.HISTORY_COLUMNS)
     if _log_is_this_runs(job):
