@@ -19,8 +19,8 @@ import streamlit as st
 from pages.common import (ensure_navigation, flash, models_root, page_title, refusal, selected_experiments,
                           signed_in)
 from training.dashboard import catalog
-from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
-                            checkpoint_table, deletable_files, diff_targets)
+from training.dashboard.views import (LAUNCH_PAGE, PICKER_LIMIT, bounded_options, can_fine_tune, can_resume,
+                                      checkpoint_launch_params, checkpoint_table, deletable_files, diff_targets)
 
 PERCENT = "%.2f%%"
 PENDING_KEY = "_checkpoints_pending_delete"  # (experiment, files) awaiting confirmation
@@ -61,8 +61,20 @@ def load_names(root: Path) -> list[str]:
 def pick_experiment(names: list[str]) -> str:
     """The experiment shown: from the URL (``?ckpt_exp=``), else the first selected one."""
     selection = [n for n in selected_experiments() if n in names]
+    names = bounded_options(names, find_text("Find an experiment", "ckpt_find", len(names)),
+                            [current_choice("ckpt_exp"), *selection[:1]])
     default = names.index(selection[0]) if selection else 0
     return st.selectbox("Experiment", names, index=default, key="ckpt_exp", bind="query-params")
+
+
+def find_text(label: str, key: str, options: int) -> str:
+    """A type-to-narrow box above a picker, shown only when its options would not all fit."""
+    return st.text_input(label, key=key, placeholder=f"{options:,} choices: type part of a name") \
+        if options > PICKER_LIMIT else ""
+
+
+def current_choice(key: str) -> str | None:
+    return st.session_state.get(key) or st.query_params.get(key)
 
 
 def table(rows: pd.DataFrame, experiment: str) -> None:
@@ -128,8 +140,9 @@ def hyperparameter_diff_section(checkpoints: pd.DataFrame, experiment: str) -> N
     if len(targets) < 2:
         st.caption("Nothing to compare yet: it takes two readable checkpoints.")
         return
-    labels = list(targets)
     others = [n for n in selected_experiments() if n in targets and n != experiment]
+    labels = bounded_options(list(targets), find_text("Find what to compare", "diff_find", len(targets)),
+                             [current_choice("diff_a"), current_choice("diff_b"), experiment, *others[:1]])
     first = labels.index(experiment) if experiment in targets else 0
     second = labels.index(others[0]) if others else (1 if first == 0 else 0)
     left, right, toggle = st.columns([4, 4, 2])
