@@ -174,12 +174,17 @@ def child(case: str, root: Path) -> dict:
         import io
 
         from training import cli
+        from training.checkpoint import pool
         with contextlib.redirect_stdout(io.StringIO()):
             seconds = _timed(lambda: cli.main(["--list_checkpoints", "--models_root", str(root),
                                                "--model_type", "lcnn", "--comment", COMMENT]))
-        return {"s": seconds, "base": _timed(lambda: _stat_all(root))}
+        readers = len(pool._READERS)
+        pool.shutdown()  # waited for: their peak is in RUSAGE_CHILDREN (the largest one's)
+        reader_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if readers else 0.0
+        return {"s": seconds, "base": _timed(lambda: _stat_all(root)), "readers_mb": readers * reader_mb}
     if case == "experiments":
-        from training.dashboard import catalog
+        from training.dashboard import catalog, folder_memo
+        time.sleep(folder_memo.RACY_WINDOW_NS / 1e9)  # folders older than the memo's racy window, as finished runs are
         first = _timed(lambda: catalog.scan_experiments(root))
         return {"s": _timed(lambda: catalog.scan_experiments(root)), "cold": first,
                 "base": _timed(lambda: _stat_all(root))}
@@ -241,7 +246,8 @@ def run_child(case: str, root: Path) -> dict:
 
 def table(case: str, sizes: list[int], workdir: Path) -> None:
     print(f"\n{case}")
-    print(f"{'N':>8} {'time s':>9} {'cold s':>9} {'baseline s':>11} {'x baseline':>11} {'peak MB':>8} {'growth/10x':>11}")
+    print(f"{'N':>8} {'time s':>9} {'cold s':>9} {'baseline s':>11} {'x baseline':>11} {'peak MB':>8} {'growth/10x':>11}"
+          f" {'+readers MB':>12}")
     previous: tuple[int, float] | None = None
     for n in sizes:
         root = workdir / f"{case}_{n}"
@@ -253,7 +259,7 @@ def table(case: str, sizes: list[int], workdir: Path) -> None:
             growth = f"{factor:.1f}x"
         cold = f"{got['cold']:.3f}" if "cold" in got else "-"
         print(f"{n:>8,} {got['s']:>9.3f} {cold:>9} {got['base']:>11.4f} {got['s'] / max(got['base'], 1e-9):>11.1f} "
-              f"{got['peak_mb']:>8.0f} {growth:>11}", flush=True)
+              f"{got['peak_mb']:>8.0f} {growth:>11} {got.get('readers_mb', 0):>12.0f}", flush=True)
         previous = (n, got["s"])
         shutil.rmtree(root)
 
@@ -273,7 +279,8 @@ def main() -> None:
         for case in args.cases.split(","):
             table(case, SIZES[case] + (FULL_EXTRA.get(case, []) if args.full else []), Path(tmp))
     print("\ntime: the timed call (a rerun: warm caches, where 'cold' is the first call); growth/10x: "
-          "time ratio per 10x of N (10 = linear, 1 = flat); peak MB: the child process's max RSS.")
+          "time ratio per 10x of N (10 = linear, 1 = flat); peak MB: the child process's max RSS; "
+          "+readers MB: its reader processes (training.checkpoint.pool), count x the largest one's peak.")
 
 
 if __name__ == "__main__":
