@@ -7,11 +7,13 @@ One models root is trained once for the module with the real CLI: ``a`` (3 epoch
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -73,7 +75,16 @@ def table_with(at: AppTest, column: str):
 
 
 def traces(fig: dict, role: str) -> dict[str, dict]:
-    return {t["meta"]["experiment"]: t for t in fig["data"] if t["meta"]["role"] == role}
+    """The traces of a role by experiment, with x / y as lists: plotly sends arrays as typed
+    arrays (``{"dtype": "f8", "bdata": base64}``), which the browser reads without a parse."""
+    return {t["meta"]["experiment"]: {**t, **{k: typed_array(t[k]) for k in ("x", "y") if k in t}}
+            for t in fig["data"] if t["meta"]["role"] == role}
+
+
+def typed_array(value):
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return value
 
 
 # --- Experiments ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ drawn) so that a quadratic path fails here, not only in bench/bench_scaling.py."
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -141,6 +142,10 @@ def test_the_curves_of_a_long_log_are_read_once_and_drawn_bounded(tmp_path: Path
     figure = curve_figures({name: first})[0].figure
     raw = next(t for t in figure.data if t.meta["role"] == "raw")
     assert len(raw.x) <= 2 * MAX_POINTS + 3 and raw.x[-1] == 20_000 and min(raw.y) == pytest.approx(10.0 / 20_000)
+    # plotly gets arrays, which it encodes whole (base64), not a Python number per point
+    sent = next(t for t in json.loads(figure.to_json())["data"] if t["meta"]["role"] == "raw")
+    assert set(sent["x"]) == set(sent["y"]) == {"dtype", "bdata"}
+    assert isinstance(raw.customdata, np.ndarray) and raw.customdata[-1] == name
 
 
 def test_finished_jobs_read_their_history_once_and_show_a_page_at_a_time(tmp_path: Path, monkeypatch) -> None:
