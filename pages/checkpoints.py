@@ -105,6 +105,8 @@ def details(rows: pd.DataFrame, experiment: str) -> None:
     """One checkpoint: actions, metrics, every argument, lineage and the rest the reader knows."""
     st.subheader("Checkpoint details")
     files = rows["file"].tolist()
+    files = bounded_options(files, find_text("Find a checkpoint", "ckpt_file_find", len(files)),
+                            [current_choice("ckpt_file")])
     file = st.selectbox("Checkpoint", files, key="ckpt_file", bind="query-params",
                         help="Or click a row of the table")
     row = rows[rows["file"] == file].iloc[0]
@@ -196,6 +198,8 @@ def delete_section(root: Path, experiment: str, rows: pd.DataFrame) -> None:
     if not deletable:
         st.caption("No intermediate checkpoint to delete.")
         return
+    deletable = bounded_options(deletable, find_text("Find checkpoints to delete", "delete_find", len(deletable)),
+                                st.session_state.get("delete_files") or [])
     files = st.multiselect("Intermediate checkpoints to delete", deletable, key="delete_files")
     if st.button("Delete selected…", disabled=not files, key="delete"):
         if signed_in():

@@ -289,6 +289,24 @@ def test_checkpoints_table_and_details(root: Path, monkeypatch) -> None:
     assert float(metrics["val_eer"]) == pytest.approx(saved["val_eer"])
 
 
+def test_pickers_of_many_options_are_narrowed_by_typing(root: Path, monkeypatch) -> None:
+    from training.dashboard import views
+
+    monkeypatch.setattr(views, "PICKER_LIMIT", 2)  # every picker of the page has more options than that
+    at = app(root, monkeypatch, "pages/checkpoints.py", exp=[A])
+    assert at.selectbox(key="ckpt_file").options == ["checkpoint_epoch_1_a.pth", "checkpoint_epoch_2_a.pth"]
+    at.text_input(key="ckpt_file_find").input("BEST").run()
+    assert at.selectbox(key="ckpt_file").options == ["checkpoint_epoch_1_a.pth", "best_checkpoint_eer_a.pth"]
+    at.selectbox(key="ckpt_file").select("best_checkpoint_eer_a.pth").run()
+    assert at.selectbox(key="ckpt_file").value == "best_checkpoint_eer_a.pth"
+    assert table_with(at, "argument").set_index("argument").loc["comment", "value"] == "a"
+    at.text_input(key="ckpt_file_find").input("").run()  # the choice stays offered while the text changes
+    assert at.selectbox(key="ckpt_file").options[0] == "best_checkpoint_eer_a.pth"
+    assert at.selectbox(key="ckpt_file").value == "best_checkpoint_eer_a.pth"
+    at.text_input(key="ckpt_find").input("_ext").run()
+    assert at.selectbox(key="ckpt_exp").options == [A, A_EXT]
+
+
 def test_hyperparameter_diff_shows_only_differing_keys_by_default(root: Path, monkeypatch) -> None:
     at = app(root, monkeypatch, "pages/checkpoints.py", exp=[A], diff_a=A, diff_b=B)
     diff = table_with(at, "differs")

@@ -185,4 +185,5 @@ def test_the_diff_targets_come_from_one_sort_not_a_filter_per_experiment() -> No
     assert views.args_checkpoints(frame) == expected
     options = views.bounded_options(sorted(expected), "x29", keep=["x000"])
     assert options == ["x000", *[f"x29{i}" for i in range(10)]]
+    assert views.bounded_options(sorted(expected), "x29", keep=["x000", None, "x000", "x291"]) == options
     assert len(views.bounded_options(sorted(expected), "")) == views.PICKER_LIMIT

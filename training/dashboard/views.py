@@ -185,14 +185,15 @@ PICKER_LIMIT = 200  # options a picker sends to the browser; more are reached by
 
 
 def bounded_options(options: list[str], text: str, keep: Iterable[str | None] = (),
-                    limit: int = PICKER_LIMIT) -> list[str]:
+                    limit: int | None = None) -> list[str]:
     """A picker's options: those containing ``text`` (case-insensitive), at most ``limit`` of
-    them, plus ``keep`` (the current choice) when it is an option; a select box of 20,000 options
-    is sent to the browser whole, this one stays small while the text narrows it."""
+    them (PICKER_LIMIT), plus ``keep`` (the current choice) when it is an option; a select box of
+    20,000 options is sent to the browser whole, this one stays small while the text narrows it."""
+    limit = PICKER_LIMIT if limit is None else limit
     needle = text.strip().lower()
     shown = [o for o in options if needle in o.lower()][:limit] if needle else options[:limit]
     known = set(options)
-    extra = [k for k in keep if k is not None and k in known and k not in shown]
+    extra = [k for k in dict.fromkeys(keep) if k is not None and k in known and k not in shown]
     return extra + shown
 
 
