@@ -2,7 +2,8 @@
 root, as pandas; what pages import (``from training.dashboard import catalog``).
 
 Data flows one way (trainer -> files on disk -> catalog -> pages), so everything is derived from
-the files alone. This module owns the experiment table (:func:`scan_experiments`), one
+the files alone. This module owns the experiment table (:func:`scan_experiments`; an unchanged
+folder's row comes from :mod:`training.dashboard.folder_memo`), one
 checkpoint's details and verification, and the hyperparameter diff; it re-exports the rest:
 scanning checkpoints and the per-file cache (:mod:`training.dashboard.scan`), histories and
 lineage (:mod:`training.dashboard.history`), protection and deletion
@@ -109,9 +110,9 @@ def _settled_status(readable: bool, epochs_done: int | None, num_epochs: Any) ->
     return "interrupted"
 
 
-def _experiment_row(root: Path, name: str, checkpoints: list[ScannedCheckpoint]) -> tuple[dict[str, Any], folder_memo.FolderEntry]:
-    """The folder's row, and its memo entry (keyed by the folder's state *after* the reads: a
-    change during them is within the memo's racy window, so the entry is not kept)."""
+def _experiment_row(root: Path, name: str, checkpoints: list[ScannedCheckpoint]) -> folder_memo.FolderEntry:
+    """The folder's memo entry: its row, keyed by the folder's state *after* the reads (a change
+    during them is within the memo's racy window, so such an entry is not kept)."""
     exp_dir = root / name
     own = own_history(exp_dir, checkpoints)
     rows = history_rows(root, name, True, {name}, checkpoints, own)
@@ -136,7 +137,7 @@ def _experiment_row(root: Path, name: str, checkpoints: list[ScannedCheckpoint])
         "parent_epoch": as_epoch(lineage.get("parent_epoch")),
     }
     paths = folder_memo.watched_paths(str(exp_dir), subdirs, LOG_NAME, LOCK_NAME)
-    return row, folder_memo.FolderEntry(folder_memo.key_of(paths), paths, (), row,
+    return folder_memo.FolderEntry(folder_memo.key_of(paths), paths, (), row,
                                         (readable, epochs_done, hyper["num_epochs"]))
 
 
@@ -156,9 +157,9 @@ def scan_experiments(models_root: Path | str) -> pd.DataFrame:
     (a few ``os.stat`` calls each); only changed folders are read again.
     """
     root = Path(models_root)
-    with folder_memo.scan_lock():
+    memo = folder_memo.memo_for(root, LOG_NAME, LOCK_NAME)
+    with memo.lock:
         started = folder_memo.now_ns()
-        memo = folder_memo.memo_for(root, LOG_NAME, LOCK_NAME)
         names = list_experiment_names(root)
         keys = memo.current_keys(names)
         entries = {name: memo.valid(name, keys) for name in names}
@@ -166,7 +167,7 @@ def scan_experiments(models_root: Path | str) -> pd.DataFrame:
         by_folder = all_checkpoints(root, [(name, list_folder(root / name)) for name in changed])
         read_histories_ahead(root, by_folder)
         for name, checkpoints in by_folder.items():
-            _, entries[name] = _experiment_row(root, name, checkpoints)
+            entries[name] = _experiment_row(root, name, checkpoints)
             keys[name] = entries[name].key
         _remember(memo, entries, keys, changed, started)
         statuses = [_current_status(entry) for entry in entries.values()]

@@ -126,6 +126,7 @@ class FolderMemo:
         self.log_name, self.lock_name = log_name, lock_name
         self._entries: dict[str, FolderEntry] = {}
         self.frame: tuple[tuple, Any] | None = None  # (what it was built from, the frame)
+        self.lock = threading.Lock()  # Streamlit runs pages in threads: one scan of a root at a time
 
     def current_keys(self, names: Iterable[str]) -> dict[str, FolderKey]:
         """Each folder's key now, over the sub-folders its entry knows (none for a new folder)."""
@@ -164,21 +165,19 @@ class FolderMemo:
 
 
 _MEMOS: dict[str, FolderMemo] = {}
-_LOCK = threading.Lock()  # Streamlit runs pages in threads: one scan of a root at a time
+_LOCK = threading.Lock()  # guards _MEMOS
 
 
 def memo_for(root: Path, log_name: str, lock_name: str) -> FolderMemo:
-    """The memo of a models root as given (rows hold paths under it; the last few roots are kept)."""
+    """The memo of a models root as given (rows hold paths under it; the last few roots are
+    kept). Scan with its ``lock`` held."""
     key = os.fspath(root)
-    memo = _MEMOS.pop(key, None) or FolderMemo(root, log_name, lock_name)
-    _MEMOS[key] = memo
-    while len(_MEMOS) > _MEMO_ROOTS:
-        del _MEMOS[next(iter(_MEMOS))]
+    with _LOCK:
+        memo = _MEMOS.pop(key, None) or FolderMemo(root, log_name, lock_name)
+        _MEMOS[key] = memo
+        while len(_MEMOS) > _MEMO_ROOTS:
+            del _MEMOS[next(iter(_MEMOS))]
     return memo
-
-
-def scan_lock() -> threading.Lock:
-    return _LOCK
 
 
 def clear() -> None:
