@@ -20,8 +20,8 @@ from pages.common import (ensure_navigation, flash, follow_running, models_root,
                           selected_experiments, signed_in)
 from pages.evaluate_form import evaluate_form
 from training.dashboard import catalog, evaluation
-from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
-                            checkpoint_table, deletable_files, diff_targets)
+from training.dashboard.views import (LAUNCH_PAGE, PICKER_LIMIT, bounded_options, can_fine_tune, can_resume,
+                                      checkpoint_launch_params, checkpoint_table, deletable_files, diff_targets)
 
 PERCENT = "%.2f%%"
 PENDING_KEY = "_checkpoints_pending_delete"  # (experiment, files) awaiting confirmation
@@ -62,8 +62,20 @@ def load_names(root: Path) -> list[str]:
 def pick_experiment(names: list[str]) -> str:
     """The experiment shown: from the URL (``?ckpt_exp=``), else the first selected one."""
     selection = [n for n in selected_experiments() if n in names]
+    names = bounded_options(names, find_text("Find an experiment", "ckpt_find", len(names)),
+                            [current_choice("ckpt_exp"), *selection[:1]])
     default = names.index(selection[0]) if selection else 0
     return st.selectbox("Experiment", names, index=default, key="ckpt_exp", bind="query-params")
+
+
+def find_text(label: str, key: str, options: int) -> str:
+    """A type-to-narrow box above a picker, shown only when its options would not all fit."""
+    return st.text_input(label, key=key, placeholder=f"{options:,} choices: type part of a name") \
+        if options > PICKER_LIMIT else ""
+
+
+def current_choice(key: str) -> str | None:
+    return st.session_state.get(key) or st.query_params.get(key)
 
 
 def table(rows: pd.DataFrame, experiment: str) -> None:
@@ -112,6 +124,8 @@ def details(rows: pd.DataFrame, experiment: str) -> None:
     """One checkpoint: actions, metrics, every argument, lineage and the rest the reader knows."""
     st.subheader("Checkpoint details")
     files = rows["file"].tolist()
+    files = bounded_options(files, find_text("Find a checkpoint", "ckpt_file_find", len(files)),
+                            [current_choice("ckpt_file")])
     file = st.selectbox("Checkpoint", files, key="ckpt_file", bind="query-params",
                         help="Or click a row of the table")
     row = rows[rows["file"] == file].iloc[0]
@@ -149,8 +163,9 @@ def hyperparameter_diff_section(checkpoints: pd.DataFrame, experiment: str) -> N
     if len(targets) < 2:
         st.caption("Nothing to compare yet: it takes two readable checkpoints.")
         return
-    labels = list(targets)
     others = [n for n in selected_experiments() if n in targets and n != experiment]
+    labels = bounded_options(list(targets), find_text("Find what to compare", "diff_find", len(targets)),
+                             [current_choice("diff_a"), current_choice("diff_b"), experiment, *others[:1]])
     first = labels.index(experiment) if experiment in targets else 0
     second = labels.index(others[0]) if others else (1 if first == 0 else 0)
     left, right, toggle = st.columns([4, 4, 2])
@@ -204,6 +219,8 @@ def delete_section(root: Path, experiment: str, rows: pd.DataFrame) -> None:
     if not deletable:
         st.caption("No intermediate checkpoint to delete.")
         return
+    deletable = bounded_options(deletable, find_text("Find checkpoints to delete", "delete_find", len(deletable)),
+                                st.session_state.get("delete_files") or [])
     files = st.multiselect("Intermediate checkpoints to delete", deletable, key="delete_files")
     if st.button("Delete selected…", disabled=not files, key="delete"):
         if signed_in():

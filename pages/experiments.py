@@ -27,6 +27,7 @@ from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params,
 DEMO_COMMAND = ("python main.py --model_type lcnn --num_epochs 3 --train_size 256 --val_size 128 "
                 "--lr 0.001 --comment demo --models_root {root}")
 PERCENT = "%.2f%%"
+INTERRUPTED_SHOWN = 20  # interrupted runs offered an action at a time
 TABLE_WROTE_KEY = "_experiments_table_wrote"      # the selection as the table last left it
 TABLE_GENERATION_KEY = "_experiments_table_generation"
 TABLE_COLUMNS = ["name", "status", "model_type", "track", "loss", "epochs_done", "num_epochs",
@@ -117,7 +118,11 @@ def interrupted_actions(root: Path, shown: pd.DataFrame) -> None:
     if interrupted.empty:
         return
     st.subheader("Interrupted runs")
+    if len(interrupted) > INTERRUPTED_SHOWN:  # a row of buttons each: the screen's worth, not the root's
+        st.caption(f"The first {INTERRUPTED_SHOWN} of {len(interrupted):,}: filter the table to reach the others.")
+        interrupted = interrupted.head(INTERRUPTED_SHOWN)
     checkpoints = catalog.scan_checkpoints(root)
+    checkpoints = checkpoints[checkpoints["experiment"].isin(interrupted["name"])]  # one filter, not one per row
     for name, done, target in zip(interrupted["name"], interrupted["epochs_done"], interrupted["num_epochs"]):
         name = str(name)
         left, right = st.columns([5, 1])

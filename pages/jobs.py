@@ -15,8 +15,8 @@ from pages import slurm_ui
 from pages.common import ensure_navigation, models_root, page_title, refusal, signed_in
 from training import jobs
 from training.dashboard import catalog
-from training.dashboard.job_status import (format_duration, job_label, job_progress, jobs_frame, RESUMABLE_STATES,
-                                           progress_line, resume_params)
+from training.dashboard.job_status import (RESUMABLE_STATES, format_duration, job_label, job_progress, jobs_frame,
+                                           progress_line, resume_params, visible_jobs)
 
 # --- constants ----------------------------------------------------------------------------------
 REFRESH_S = 2.0          # how often the table and the selected job re-read the registry and log
@@ -130,8 +130,12 @@ def jobs_view(root: str) -> None:
         st.info("No jobs yet in this models root.")
         st.page_link(LAUNCH_PAGE, label="Launch a training run", icon="🚀")
         return
-    jobs_table(root, listed)
-    selected = pick_job(listed)
+    pages = visible_jobs(listed, 0)[1]
+    page = st.number_input(f"Finished jobs, page (of {pages})", 1, pages, key="jobs_page") if pages > 1 else 1
+    shown = visible_jobs(listed, int(page) - 1)[0]  # active jobs and one page of finished ones
+    jobs_table(root, shown)
+    selected = pick_job(shown + [job for job in listed if str(job.id) == st.query_params.get(JOB_PARAM)
+                                 and job not in shown])
     if selected is not None:
         job_detail(root, selected)
 

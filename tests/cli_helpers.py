@@ -108,6 +108,18 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def logged_history(folder: Path) -> list[dict]:
+    """The run's per-epoch rows from its training_log.csv (the last row written per epoch),
+    numbers as numbers: where the history lives (training.run_history), not in each checkpoint."""
+    from training.naming import LOG_NAME
+    from training.run_history import latest_rows, read_log
+
+    def typed(key: str, value: str):
+        return value if key == "experiment" else int(value) if key == "epoch" else float(value)
+
+    return [{k: typed(k, v) for k, v in row.items()} for row in latest_rows(read_log(folder / LOG_NAME))]
+
+
 def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -5,6 +5,7 @@ best_model_eer names, truncated, hostile, empty, non-checkpoint files)."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 
 from tests import ckpt_factories as F
-from tests.cli_helpers import REPO, TINY, child_env, run_main
+from tests.cli_helpers import REPO, TINY, child_env, logged_history, run_main
 from training.dashboard import catalog, history, scan
 from training.dashboard.catalog import CatalogError
 from training.checkpoint.fsutil import sidecar_path
@@ -191,7 +192,7 @@ def test_trained_experiments(trained):
     assert parent["status"] == child["status"] == "finished"
     assert parent["checkpoints"] == 4 and child["checkpoints"] == 3
     final = reference(trained / PARENT / "checkpoint_epoch_3_a.pth")
-    curve = [float(r["val_eer"]) for r in final["history"]]
+    curve = [float(r["val_eer"]) for r in logged_history(trained / PARENT)]
     assert parent["val_eer_history"] == pytest.approx(curve)
     assert parent["best_val_eer"] == pytest.approx(float(final["best_val_eer"]))
     assert parent["best_epoch"] == final["best_epoch"]
@@ -199,7 +200,9 @@ def test_trained_experiments(trained):
     assert parent["latest_val_acc"] == pytest.approx(float(final["val_acc"]))
     # the child's curve: the parent's epochs 1-2, then its own 3-4
     child_final = reference(trained / CHILD / "checkpoint_epoch_4_ext.pth")
-    assert child["val_eer_history"] == pytest.approx([float(r["val_eer"]) for r in child_final["history"]])
+    inherited = [r for r in logged_history(trained / PARENT) if r["epoch"] <= 2] + logged_history(trained / CHILD)
+    assert child_final["epoch"] == 4
+    assert child["val_eer_history"] == pytest.approx([float(r["val_eer"]) for r in inherited])
     assert len(child["val_eer_history"]) == 4
     assert (parent["has_lineage"], parent["parent_experiment"]) == (False, None)
     assert (child["has_lineage"], child["lineage_mode"], child["parent_experiment"], child["parent_epoch"]) == \
@@ -277,16 +280,18 @@ def test_history_follows_resume_lineage(trained, tmp_path):
     own = catalog.experiment_history(trained, CHILD, follow_lineage=False)
     assert list(own["epoch"]) == [3, 4] and set(own["experiment"]) == {CHILD}
 
-    # curves survive deleting intermediate checkpoints, the child's log, even the parent folder
+    # curves survive deleting intermediate checkpoints: the history lives in the logs
     root = copy_root(trained, tmp_path / "models")
     (root / PARENT / "checkpoint_epoch_1_a.pth").unlink()
     (root / PARENT / "checkpoint_epoch_2_a.pth").unlink()
     pd.testing.assert_frame_equal(catalog.experiment_history(root, CHILD), full)
+    # with the logs deleted too, what is left is each remaining checkpoint's own row: checkpoints
+    # no longer repeat the whole history (an earlier version's files still do: see the legacy test)
     (root / CHILD / "training_log.csv").unlink()
     (root / CHILD / "checkpoint_epoch_3_ext.pth").unlink()
     shutil.rmtree(root / PARENT)
     without = catalog.experiment_history(root, CHILD)
-    assert list(without["epoch"]) == [1, 2, 3, 4] and list(without["val_eer"]) == pytest.approx(expected)
+    assert list(without["epoch"]) == [4] and list(without["val_eer"]) == pytest.approx(expected[-1:])
 
 
 def test_history_lineage_cycle_stops(tmp_path):
@@ -328,14 +333,89 @@ def test_rescan_reads_only_changed_files(legacy, tmp_path):
     (root / BASELINE / "epoch_3.pth").unlink()
     catalog.scan_checkpoints(root)
     assert catalog.cache_info()["entries"] == n_files - 1
-    misses, hits = catalog.cache_info()["log_misses"], catalog.cache_info()["log_hits"]
     catalog.experiment_history(root, LOG_ONLY)
+    parsed = catalog.cache_info()["logs_parsed"]
     catalog.experiment_history(root, LOG_ONLY)
-    assert (catalog.cache_info()["log_misses"], catalog.cache_info()["log_hits"]) == (misses, hits + 2)
+    assert catalog.cache_info()["logs_parsed"] == parsed
     with open(root / LOG_ONLY / "training_log.csv", "a") as f:
         f.write("4,,,,,19.0,,,,,\n")
     assert list(catalog.experiment_history(root, LOG_ONLY)["val_eer"]) == [30.0, 20.0, 22.0, 19.0]
-    assert catalog.cache_info()["log_misses"] == misses + 1
+    assert catalog.cache_info()["logs_parsed"] == parsed + 1
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Every file and folder under ``path`` (and itself) as last written at ``seconds``: past the
+    folder memo's racy window, and distinct per step so that each change shows in the keys."""
+    for folder, _, files in os.walk(path):
+        for name in files:
+            os.utime(os.path.join(folder, name), (seconds, seconds), follow_symlinks=False)
+        os.utime(folder, (seconds, seconds))
+
+
+def test_a_rerun_rebuilds_only_the_experiment_folders_that_changed(trained, tmp_path, monkeypatch):
+    from training.dashboard import folder_memo
+    from training.proc import process_start_time
+
+    root = copy_root(trained, tmp_path / "models")
+    then = time.time() - 600
+    _age(root, then)
+    built: list[str] = []
+    original = catalog._experiment_row
+    monkeypatch.setattr(catalog, "_experiment_row", lambda r, name, c: built.append(name) or original(r, name, c))
+
+    def rescan(step: int | None = None, *changed: str) -> pd.DataFrame:
+        for name in changed:
+            _age(root / name, then + step)
+        built.clear()
+        return catalog.scan_experiments(root).set_index("name")
+
+    first = rescan()
+    assert sorted(built) == [PARENT, CHILD]
+    pd.testing.assert_frame_equal(rescan(), first)
+    assert built == []  # unchanged folders: a few os.stat calls each, no row rebuilt
+
+    # a new checkpoint
+    shutil.copy2(root / CHILD / "checkpoint_epoch_4_ext.pth", root / CHILD / "checkpoint_epoch_5_ext.pth")
+    frame = rescan(1, CHILD)
+    assert built == [CHILD] and frame.loc[CHILD, "checkpoints"] == first.loc[CHILD, "checkpoints"] + 1
+
+    # a log row appended in place (epoch 1 again, last row wins): the child's curve starts with the
+    # parent's rows, so it is rebuilt too
+    with open(root / PARENT / "training_log.csv", "a") as f:
+        f.write("1,0.1,1.0,0.2,99.0,0.01,0.01,0.001,1.0,0.0," + PARENT + "\n")
+    frame = rescan(2, PARENT)
+    assert sorted(built) == [PARENT, CHILD]
+    assert frame.loc[PARENT, "best_val_eer"] == frame.loc[CHILD, "best_val_eer"] == 0.01
+
+    # the lock taken, then released
+    with ExperimentLock(root / PARENT):
+        assert rescan(3, PARENT).loc[PARENT, "status"] == "running"
+    assert rescan(4, PARENT).loc[PARENT, "status"] == "finished"
+
+    # a holder that died without emptying its record: the lock is re-checked on every rerun
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (root / PARENT / ".lock").write_text(json.dumps(
+            {"pid": sleeper.pid, "start_time": process_start_time(sleeper.pid), "argv": [], "started_at": 0}))
+        assert rescan(5, PARENT).loc[PARENT, "status"] == "running"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    frame = rescan()
+    assert frame.loc[PARENT, "status"] == "finished" and PARENT not in built
+
+    # a file added in a sub-folder only (the folder's own mtime stays)
+    (root / PARENT / "archive" / "old").mkdir(parents=True)
+    before = rescan(6, PARENT).loc[PARENT, "size_bytes"]
+    (root / PARENT / "archive" / "old" / "notes.txt").write_bytes(b"x" * 1000)
+    _age(root / PARENT / "archive" / "old", then + 7)
+    assert rescan().loc[PARENT, "size_bytes"] == before + 1000 and sorted(built) == [PARENT, CHILD]
+
+    # a folder changed right now (within the racy window) is not memoised: rebuilt until it settles
+    (root / CHILD / "checkpoint_epoch_5_ext.pth").unlink()
+    assert rescan().loc[CHILD, "checkpoints"] == first.loc[CHILD, "checkpoints"]
+    rescan()
+    assert CHILD in built and len(folder_memo.memo_for(root, "", "")) == 1
 
 
 def test_cache_holds_no_histories(legacy):

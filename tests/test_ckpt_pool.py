@@ -106,7 +106,7 @@ def corpus(folder: Path) -> list[Path]:
 
 def test_reader_processes_give_the_interpreters_verdict_on_every_file(pool, tmp_path):
     paths = corpus(tmp_path / "models" / "exp")
-    expected = [as_json(read_checkpoint_info(p)) for p in paths]
+    expected = [as_json(read_checkpoint_info(p, with_history=True)) for p in paths]
     for with_history in (True, False):
         got = read_checkpoint_infos([ReadRequest(str(p), with_history) for p in paths])
         want = expected if with_history else [as_json(read_checkpoint_info(p, with_history=False)) for p in paths]
@@ -256,3 +256,32 @@ def test_fuzzed_pickles_read_the_same_except_unread_persistent_ids(tmp_path):
         assert got["kind"] == "full"
     assert len(differ) < len(pairs) // 20
     assert {want["kind"] for want, _ in pairs} >= {"full", "unreadable"}
+
+
+def test_a_listing_reads_sidecars_here_and_sends_the_other_pickles_to_the_readers(pool, tmp_path, monkeypatch, capsys):
+    from training import cli
+    from training.checkpoint.meta import checkpoint_meta, format_checkpoint_listing
+    from training.checkpoint.sidecar import file_sha256, write_sidecar
+    from training.config import DEFAULTS
+    from training.naming import experiment_name
+
+    folder = tmp_path / "models" / experiment_name(dict(DEFAULTS, model_type="lcnn", comment="many"))
+    folder.mkdir(parents=True)
+    paths = []
+    for epoch in range(1, 7):
+        ckpt = trainer_checkpoint(epoch)
+        paths.append(cf.save(ckpt, folder / f"checkpoint_epoch_{epoch}_many.pth"))
+        if epoch <= 2:
+            write_sidecar(paths[-1], checkpoint_meta(ckpt), file_sha256(paths[-1]))
+    expected = [read_checkpoint_info(p) for p in paths]
+    here: list[str] = []
+    monkeypatch.setattr(ckpt_pool, "read_checkpoint_info",
+                        lambda p, **kw: here.append(os.fspath(p)) or read_checkpoint_info(p, **kw))
+    assert [as_json(i) for i in ckpt_pool.read_listed_infos(paths)] == [as_json(i) for i in expected]
+    assert here == [str(p) for p in paths[:2]]  # the pickles were read by the reader processes
+
+    here.clear()
+    assert cli.main(["--list_checkpoints", "--models_root", str(tmp_path / "models"), "--model_type", "lcnn",
+                     "--comment", "many"]) == 0
+    assert capsys.readouterr().out.strip() == format_checkpoint_listing(folder, expected)
+    assert len(here) == 2

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import TINY, child_env, load, run_main, same_weights, start_main, stop_with, wait_for
+from cli_helpers import TINY, child_env, load, logged_history, run_main, same_weights, start_main, stop_with, wait_for
 from training.checkpoint.fsutil import sidecar_path
+from training.dashboard import catalog
 from training.naming import experiment_name
 
 EXP1 = "lcnn_DF_CCE_4_8_0.001_group3_contrastiveFalse_exp1"
@@ -47,9 +48,11 @@ def test_scenario1_fresh_training(trained: Path) -> None:
         assert GUIDE_KEYS <= ckpt.keys()
         assert ckpt["epoch"] == n and ckpt["step_in_epoch"] == 0
         assert 0.0 <= ckpt["val_eer"] <= 100.0 and 0.0 <= ckpt["val_acc"] <= 100.0
-        assert ckpt["best_val_eer"] == min(r["val_eer"] for r in ckpt["history"])
+        assert ckpt["best_val_eer"] == min(r["val_eer"] for r in logged_history(folder)[:n])
         assert ckpt["args"]["comment"] == "exp1" and ckpt["args"]["num_epochs"] == 4
-        assert [r["epoch"] for r in ckpt["history"]] == list(range(1, n + 1))
+        # The history lives once, in the log: a checkpoint holds its own row and where the rest is.
+        assert "history" not in ckpt and ckpt["history_row"]["epoch"] == n
+        assert ckpt["history_log"] == {"file": "training_log.csv", "experiment": EXP1}
         assert sidecar_path(folder / f"checkpoint_epoch_{n}_exp1.pth").exists()
     best = load(folder / "best_checkpoint_eer_exp1.pth")
     assert best["val_eer"] == best["best_val_eer"] and best["epoch"] == best["best_epoch"]
@@ -62,6 +65,7 @@ def test_scenario2_resume_after_interruption_matches_uninterrupted_run(trained: 
     cwd = copy_models(trained, tmp_path)
     folder = cwd / "models" / EXP1
     straight = load(folder / "checkpoint_epoch_4_exp1.pth")
+    straight_history = logged_history(folder)
     result = run_main([*TINY, "--resume", "--model_path", str(folder / "checkpoint_epoch_2_exp1.pth"),
                        "--num_epochs", "4", "--comment", "exp1"], cwd)
     assert result.code == 0, result.text
@@ -71,7 +75,7 @@ def test_scenario2_resume_after_interruption_matches_uninterrupted_run(trained: 
     resumed = load(folder / "checkpoint_epoch_4_exp1.pth")
     # Exact resume: same weights, optimizer moments and metrics as the run that never stopped.
     assert same_weights(straight["model_state_dict"], resumed["model_state_dict"])
-    assert [r["val_eer"] for r in straight["history"]] == [r["val_eer"] for r in resumed["history"]]
+    assert [r["val_eer"] for r in straight_history] == [r["val_eer"] for r in logged_history(folder)]
     # The epochs it re-trained were moved aside, not overwritten or deleted.
     archived = list((folder / "archive").glob("*/checkpoint_epoch_4_exp1.pth"))
     assert len(archived) == 1
@@ -92,7 +96,8 @@ def test_scenario3_continue_beyond_original_target(trained: Path, tmp_path: Path
     assert sorted(p.name for p in folder.glob("checkpoint_epoch_*.pth")) == [
         "checkpoint_epoch_5_exp1_extended.pth", "checkpoint_epoch_6_exp1_extended.pth"]
     ckpt = load(folder / "checkpoint_epoch_6_exp1_extended.pth")
-    assert ckpt["epoch"] == 6 and len(ckpt["history"]) == 6
+    assert ckpt["epoch"] == 6 and [r["epoch"] for r in logged_history(folder)] == [5, 6]
+    assert len(catalog.experiment_history(cwd / "models", folder.name)) == 6  # the parent's four first
     assert ckpt["lineage"]["parent_experiment"] == EXP1 and ckpt["lineage"]["parent_epoch"] == 4
     # Nothing left to train: says so and exits 0 without touching anything.
     again = run_main([*TINY, "--resume", "--model_path", str(folder / "checkpoint_epoch_6_exp1_extended.pth"),
@@ -108,9 +113,9 @@ def test_scenario4_pretrained_weights_fresh_optimizer(trained: Path, tmp_path: P
                        "--comment", "exp2_from_pretrained"], cwd)
     assert result.code == 0, result.text
     assert "Loaded weights from" in result.out and "starting at epoch 1" in result.out
-    ckpt = load(cwd / "models" / "lcnn_DF_CCE_1_8_0.001_group3_contrastiveFalse_exp2_from_pretrained"
-                / "checkpoint_epoch_1_exp2_from_pretrained.pth")
-    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
+    ckpt_folder = cwd / "models" / "lcnn_DF_CCE_1_8_0.001_group3_contrastiveFalse_exp2_from_pretrained"
+    ckpt = load(ckpt_folder / "checkpoint_epoch_1_exp2_from_pretrained.pth")
+    assert ckpt["epoch"] == 1 and len(logged_history(ckpt_folder)) == 1
     # A fresh optimizer: Adam's step count is one epoch's batches (32 clips / 8), not 4 epochs' worth.
     steps = {float(s["step"]) for s in ckpt["optimizer_state_dict"]["state"].values()}
     assert steps == {4.0}
@@ -131,7 +136,7 @@ def test_scenario5_auto_resume_after_a_real_interruption(tmp_path: Path) -> None
     assert second.code == 0, second.text
     assert "Auto-resume: resuming from" in second.out
     final = load(folder / "checkpoint_epoch_3_exp_auto.pth")
-    assert [r["epoch"] for r in final["history"]] == [1, 2, 3]
+    assert final["epoch"] == 3 and [r["epoch"] for r in logged_history(folder)] == [1, 2, 3]
     # Done: a third run has nothing left and says so.
     third = run_main(args, tmp_path)
     assert third.code == 0 and "nothing left to train" in third.out
@@ -246,7 +251,8 @@ def test_old_checkpoint_whose_args_lack_new_keys_resumes(tmp_path: Path, trained
     ckpt = load(folder / "checkpoint_epoch_2_exp1.pth")
     for key in ("supcon_weight", "contrastive_weight", "scheduler", "keep_last", "num_workers"):
         ckpt["args"].pop(key, None)
-    for key in ("rng_state", "history", "step_in_epoch", "partial", "scheduler_state_dict", "best_epoch"):
+    for key in ("rng_state", "history", "history_row", "history_log", "step_in_epoch", "partial",
+                "scheduler_state_dict", "best_epoch"):
         ckpt.pop(key, None)
     old = folder / "epoch_2.pth"  # the original script's older naming
     torch.save(ckpt, old)

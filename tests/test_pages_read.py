@@ -7,15 +7,17 @@ One models root is trained once for the module with the real CLI: ``a`` (3 epoch
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cli_helpers import REPO, TINY, load, run_main, start_main, stop_with, wait_for
+from cli_helpers import REPO, TINY, load, logged_history, run_main, start_main, stop_with, wait_for
 from training.dashboard import access as dashboard_access
 from training.checkpoint.fsutil import sidecar_path
 from training.dashboard.views import STATUSES
@@ -73,7 +75,16 @@ def table_with(at: AppTest, column: str):
 
 
 def traces(fig: dict, role: str) -> dict[str, dict]:
-    return {t["meta"]["experiment"]: t for t in fig["data"] if t["meta"]["role"] == role}
+    """The traces of a role by experiment, with x / y as lists: plotly sends arrays as typed
+    arrays (``{"dtype": "f8", "bdata": base64}``), which the browser reads without a parse."""
+    return {t["meta"]["experiment"]: {**t, **{k: typed_array(t[k]) for k in ("x", "y") if k in t}}
+            for t in fig["data"] if t["meta"]["role"] == role}
+
+
+def typed_array(value):
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return value
 
 
 # --- Experiments ---------------------------------------------------------------------------
@@ -119,7 +130,7 @@ def test_experiments_table_lists_every_run_with_best_eer_and_status(root: Path, 
     assert table.loc[A, "best_epoch"] == best["best_epoch"]
     last = load(root / A / "checkpoint_epoch_3_a.pth")
     assert table.loc[A, "latest_val_acc"] == pytest.approx(last["val_acc"])
-    assert list(table.loc[A, "val_eer_history"]) == pytest.approx([r["val_eer"] for r in last["history"]])
+    assert list(table.loc[A, "val_eer_history"]) == pytest.approx([r["val_eer"] for r in logged_history(root / A)])
     assert len(table.loc[A_EXT, "val_eer_history"]) == 4  # the parent's three epochs, then its own
     assert table.loc[A_EXT, "parent_experiment"] == A
     assert dict(table["status"]) == {A: "finished", B: "finished", A_EXT: "finished", STOP: "interrupted"}
@@ -230,12 +241,12 @@ def test_curves_overlay_selected_runs_and_follow_lineage(root: Path, monkeypatch
         "Training loss per logged step"]
     val_eer = traces(figures[0], "raw")
     assert val_eer[B]["x"] == [1, 2] and val_eer[A_EXT]["x"] == [1, 2, 3, 4]
-    parent = [r["val_eer"] for r in load(root / A / "checkpoint_epoch_3_a.pth")["history"]]
+    parent = [r["val_eer"] for r in logged_history(root / A)]
     own = load(root / A_EXT / "checkpoint_epoch_4_a_ext.pth")["val_eer"]
     assert val_eer[A_EXT]["y"] == pytest.approx([*parent, own])
     assert val_eer[A_EXT]["customdata"] == [A, A, A, A_EXT]  # hover names the folder of each point
     best = traces(figures[0], "best")
-    history = load(root / A_EXT / "checkpoint_epoch_4_a_ext.pth")["history"]
+    history = logged_history(root / A)[:3] + logged_history(root / A_EXT)
     assert best[A_EXT]["x"] == [min(history, key=lambda r: r["val_eer"])["epoch"]]
     colors = [{name: t["line"]["color"] for name, t in traces(f, "raw").items()} for f in figures]
     assert colors[0][B] != colors[0][A_EXT] and all(c == colors[0] for c in colors if c)
@@ -277,6 +288,24 @@ def test_checkpoints_table_and_details(root: Path, monkeypatch) -> None:
     assert args["comment"] == "a" and args["num_epochs"] == "3" and set(args) == {str(k) for k in saved["args"]}
     metrics = dict(table_with(at, "metric").values.tolist())
     assert float(metrics["val_eer"]) == pytest.approx(saved["val_eer"])
+
+
+def test_pickers_of_many_options_are_narrowed_by_typing(root: Path, monkeypatch) -> None:
+    from training.dashboard import views
+
+    monkeypatch.setattr(views, "PICKER_LIMIT", 2)  # every picker of the page has more options than that
+    at = app(root, monkeypatch, "pages/checkpoints.py", exp=[A])
+    assert at.selectbox(key="ckpt_file").options == ["checkpoint_epoch_1_a.pth", "checkpoint_epoch_2_a.pth"]
+    at.text_input(key="ckpt_file_find").input("BEST").run()
+    assert at.selectbox(key="ckpt_file").options == ["checkpoint_epoch_1_a.pth", "best_checkpoint_eer_a.pth"]
+    at.selectbox(key="ckpt_file").select("best_checkpoint_eer_a.pth").run()
+    assert at.selectbox(key="ckpt_file").value == "best_checkpoint_eer_a.pth"
+    assert table_with(at, "argument").set_index("argument").loc["comment", "value"] == "a"
+    at.text_input(key="ckpt_file_find").input("").run()  # the choice stays offered while the text changes
+    assert at.selectbox(key="ckpt_file").options[0] == "best_checkpoint_eer_a.pth"
+    assert at.selectbox(key="ckpt_file").value == "best_checkpoint_eer_a.pth"
+    at.text_input(key="ckpt_find").input("_ext").run()
+    assert at.selectbox(key="ckpt_exp").options == [A, A_EXT]
 
 
 def test_hyperparameter_diff_shows_only_differing_keys_by_default(root: Path, monkeypatch) -> None:

@@ -18,7 +18,7 @@ import torch
 from scipy import signal as dsp
 from torch.utils.data import DataLoader
 
-from cli_helpers import REPO, child_env, load, run_main, same_weights
+from cli_helpers import REPO, child_env, load, logged_history, run_main, same_weights
 from cli_helpers import TINY_ANY_ALGO as TINY  # --algo left to each test
 from kill_harness import run_kill_experiment
 from training import cli
@@ -321,11 +321,11 @@ def test_files_are_augmented_before_they_are_cut_or_tiled(tmp_path: Path) -> Non
 # --- whole runs ---------------------------------------------------------------------------------------
 
 def train_run(root: Path, *extra: str) -> dict:
-    """A tiny in-process run of 2 epochs; returns its epoch-2 checkpoint."""
+    """A tiny in-process run of 2 epochs; returns its epoch-2 checkpoint and (``logged``) its log rows."""
     code = cli.main([*TINY, "--num_epochs", "2", "--models_root", str(root), *extra])
     assert code == 0
     folder = next(root.iterdir())
-    return load(folder / epoch_checkpoint_name(2, None))
+    return {**load(folder / epoch_checkpoint_name(2, None)), "logged": logged_history(folder)}
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +337,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
 
 
 def metrics(checkpoint: dict) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in ("epoch_seconds", "timestamp")} for row in checkpoint["history"]]
+    return [{k: v for k, v in row.items() if k not in ("epoch_seconds", "timestamp")} for row in checkpoint["logged"]]
 
 
 def test_two_runs_with_the_same_seed_give_identical_weights(runs) -> None:

@@ -93,7 +93,8 @@ def parse_args(argv: list[str] | None) -> tuple[dict[str, Any], set[str]]:
 def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), verify: bool = False) -> int:
     """Print the folder's checkpoints from their metadata. Files found damaged by an earlier
     verification show as damaged; ``verify`` hashes every file first (and marks or clears)."""
-    from training.checkpoint.meta import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
+    from training.checkpoint.meta import format_checkpoint_listing, list_checkpoint_files
+    from training.checkpoint.pool import read_listed_infos
 
     folder = experiment_dir(args)
     if not folder.is_dir():
@@ -107,7 +108,7 @@ def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), ver
         folder = matches[0]
     files = list_checkpoint_files(folder)
     damaged = _verify_files(files) if verify else None
-    infos = [read_checkpoint_info(p) for p in files]
+    infos = read_listed_infos(files)  # many files without sidecars: the reader processes
     print(format_checkpoint_listing(folder, infos))
     if damaged is not None:
         print(f"Verified {len(files)} checkpoint file(s): "

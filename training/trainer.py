@@ -11,7 +11,7 @@ a checkpoint's stored values are merged in), so nothing here casts them.
 decides it. Exact resume means: training N epochs straight, or k epochs, being killed, and
 resuming to N, gives bit-identical weights and metrics on the CPU. That needs, besides model and
 optimizer: the python / numpy / torch (and CUDA) RNG states, the LR scheduler and AMP scaler,
-the best EER and history, and the data order (``training.resume_state``: RNG capture, the
+the best EER and the last history row (the rest is in the log: ``training.run_history``), and the data order (``training.resume_state``: RNG capture, the
 order of each epoch, the running sums a mid-epoch (SIGTERM) checkpoint stores).
 
 Signals: the first SIGTERM or SIGINT asks the loop to stop; it finishes the current step, saves
@@ -69,6 +69,7 @@ from training.naming import (LOG_NAME, best_checkpoint_name, carries_run_tag, ep
 from training.labels import BONAFIDE
 from training.resume_state import EpochSums, collate, epoch_batches, ignore_stop_signals, seed_everything
 from training.run_folder import RunFolder, describe_lineage, has_entries
+from training.run_history import history_fields, rows_to_restore
 from training.step_log import StepLog, prepare_step_log
 
 CHECKPOINT_FORMAT = 1
@@ -244,7 +245,7 @@ class Trainer:
         # A checkpoint saved before the first validation (a stop in epoch 1) has no best yet: None.
         best = ckpt.get("best_val_eer")
         self.best_val_eer = float(best) if best is not None else float("inf")
-        self.history = [dict(row) for row in ckpt.get("history", [])]
+        self.history = rows_to_restore(source.path, ckpt)  # the log holds the rest (training.run_history)
         written_by = int(ckpt.get("world_size") or 1)
         if ckpt.get("partial") is not None:
             self.resume_step = int(ckpt.get("step_in_epoch", 0))
@@ -453,7 +454,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "args": dict(self.args),
             "experiment": self.name,
-            "history": [dict(row) for row in self.history],
+            **history_fields(last, self.name),  # the full history lives once, in the log
             "lineage": self.lineage,
             **shards.rng_states(),  # gathered from every rank under torchrun
             "partial": partial,

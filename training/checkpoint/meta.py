@@ -117,6 +117,11 @@ class _Budget:
         self.nodes = nodes
 
 
+# A history row is a dozen scalars; shared references in a hostile pickle stay bounded by the
+# row cap (an old file of a million epochs is not a real one).
+_HISTORY_NODES_PER_ROW = 16
+_MAX_HISTORY_ROWS = 1_000_000
+
 _PLAIN_VALUES = (str, bool, float, type(None))
 
 
@@ -197,15 +202,17 @@ def _describe_top(obj: Any) -> str:
     return f"a {type(obj).__name__.lstrip('_')}"
 
 
-def checkpoint_meta(obj: Any, with_history: bool = True) -> dict[str, Any]:
+def checkpoint_meta(obj: Any, with_history: bool = False) -> dict[str, Any]:
     """The JSON-able metadata of a checkpoint object: what the sidecar stores and what
     :class:`CheckpointInfo` reports.
 
     Called by the trainer on the live dict it is about to save (real tensors inside) and by the
     reader on the unpickled stubs: both give the same result. Only named keys are looked at, so
     state dicts and RNG states are never walked (tensors count only by ``numel()``).
-    ``with_history=False`` leaves ``history`` empty: every checkpoint repeats the run's whole
-    history, and converting it is most of the cost of a scan that only needs each file's metrics.
+    ``history`` is filled only with ``with_history=True``, from files of earlier versions, which
+    repeated the run's whole history in every checkpoint (new files keep it once, in the log:
+    :mod:`training.run_history`); nobody who did not ask for it pays for converting it, and a
+    sidecar never copies it.
     """
     meta: dict[str, Any] = {
         "kind": "unreadable", "epoch": None, "step_in_epoch": 0, "metrics": {},
@@ -245,8 +252,9 @@ def checkpoint_meta(obj: Any, with_history: bool = True) -> dict[str, Any]:
     if isinstance(args, (dict, argparse.Namespace)) or type(args) is NamespaceStub:
         meta["args"] = _jsonable(args, budget)
     history = obj.get("history") if with_history else None
-    if type(history) is list:
-        meta["history"] = [h for h in (_jsonable(x, budget) for x in history) if type(h) is dict]
+    if type(history) is list:  # its own budget: a long history must not be cut at the args' limit
+        rows = _Budget(max(_Budget().nodes, _HISTORY_NODES_PER_ROW * min(len(history), _MAX_HISTORY_ROWS)))
+        meta["history"] = [h for h in (_jsonable(x, rows) for x in history) if type(h) is dict]
     lineage = obj.get("lineage")
     if isinstance(lineage, dict):
         meta["lineage"] = _jsonable(lineage, budget)
@@ -320,7 +328,7 @@ class CheckpointInfo:
         return out
 
 
-def _info_from_meta(path: Path, st: os.stat_result, meta: dict, with_history: bool = True,
+def _info_from_meta(path: Path, st: os.stat_result, meta: dict, with_history: bool = False,
                     **extra: Any) -> CheckpointInfo:
     """Build the info from checkpoint_meta output (or a sidecar's copy of it), type-checked."""
     kind = meta.get("kind")
@@ -358,10 +366,11 @@ def _info_from_meta(path: Path, st: os.stat_result, meta: dict, with_history: bo
 
 
 def read_checkpoint_info(path: Path | str, *, use_sidecar: bool = True,
-                         with_history: bool = True) -> CheckpointInfo:
+                         with_history: bool = False) -> CheckpointInfo:
     """Metadata of one checkpoint. Never raises for bad content (or a missing file): those come
     back as ``kind='unreadable'`` / ``'unsafe'`` with a one-line ``reason``.
-    ``with_history=False``: ``history`` is left empty (see :func:`checkpoint_meta`)."""
+    ``with_history=True``: ``history`` holds an earlier version's per-checkpoint history (see
+    :func:`checkpoint_meta`); else it is left empty without being converted."""
     path = Path(path)
     try:
         st = os.stat(path)

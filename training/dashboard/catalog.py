@@ -2,7 +2,8 @@
 root, as pandas; what pages import (``from training.dashboard import catalog``).
 
 Data flows one way (trainer -> files on disk -> catalog -> pages), so everything is derived from
-the files alone. This module owns the experiment table (:func:`scan_experiments`), one
+the files alone. This module owns the experiment table (:func:`scan_experiments`; an unchanged
+folder's row comes from :mod:`training.dashboard.folder_memo`), one
 checkpoint's details and verification, and the hyperparameter diff; it re-exports the rest:
 scanning checkpoints and the per-file cache (:mod:`training.dashboard.scan`), histories and
 lineage (:mod:`training.dashboard.history`), protection and deletion
@@ -14,7 +15,6 @@ included, imports torch.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,14 @@ from training.checkpoint import resumable
 from training.checkpoint.fsutil import sidecar_path
 from training.checkpoint.meta import read_checkpoint_info
 from training.checkpoint.sidecar import clear_damage_mark, mark_damaged, verify_checkpoint_file
-from training.dashboard import history, scan
+from training.dashboard import folder_memo, history, scan
 from training.dashboard.history import (HISTORY_COLUMNS, LOG_NAME, as_epoch, best_result, experiment_history,
                                         history_rows, own_history, read_histories_ahead, run_lineage)
 from training.dashboard.protection import delete_checkpoints, protected_checkpoints
 from training.dashboard.scan import (CHECKPOINT_COLUMNS, CatalogError, ScannedCheckpoint, all_checkpoints,
                                      list_experiment_names, list_folder, local_timestamp, newest_full,
                                      scan_checkpoints, typed_frame)
-from training.lock import read_lock_holder
+from training.lock import LOCK_NAME, read_lock_holder
 from training.naming import parse_checkpoint_name, parse_experiment_name
 
 __all__ = [
@@ -78,37 +78,10 @@ def clear_cache() -> None:
     """Forget every cached file and frame (the next scan re-reads everything)."""
     scan.clear_cache()
     history.clear_cache()
+    folder_memo.clear()
 
 
 # --- scan_experiments ---------------------------------------------------------------------------------
-
-def _folder_usage(folder: Path) -> tuple[int, float]:
-    """(bytes of every file under the folder, newest file mtime); symlinks are not followed and
-    hard links (the best checkpoint is one) count once, as on the disk."""
-    total, newest = 0, 0.0
-    seen: set[tuple[int, int]] = set()
-    stack = [folder]
-    while stack:
-        current = stack.pop()
-        try:
-            entries = list(os.scandir(current))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-            newest = max(newest, st.st_mtime)
-    return total, newest
-
 
 def _hyperparameters(name: str, checkpoints: list[ScannedCheckpoint]) -> dict[str, Any]:
     """From the newest readable checkpoint's ``args`` where present, else the folder name."""
@@ -124,6 +97,11 @@ def _hyperparameters(name: str, checkpoints: list[ScannedCheckpoint]) -> dict[st
 def _status(exp_dir: Path, readable: bool, epochs_done: int | None, num_epochs: Any) -> str:
     if read_lock_holder(exp_dir) is not None:
         return "running"
+    return _settled_status(readable, epochs_done, num_epochs)
+
+
+def _settled_status(readable: bool, epochs_done: int | None, num_epochs: Any) -> str:
+    """The status of a folder nobody holds."""
     if not readable:
         return "empty"
     target = as_epoch(num_epochs)
@@ -132,7 +110,9 @@ def _status(exp_dir: Path, readable: bool, epochs_done: int | None, num_epochs: 
     return "interrupted"
 
 
-def _experiment_row(root: Path, name: str, checkpoints: list[ScannedCheckpoint]) -> dict[str, Any]:
+def _experiment_row(root: Path, name: str, checkpoints: list[ScannedCheckpoint]) -> folder_memo.FolderEntry:
+    """The folder's memo entry: its row, keyed by the folder's state *after* the reads (a change
+    during them is within the memo's racy window, so such an entry is not kept)."""
     exp_dir = root / name
     own = own_history(exp_dir, checkpoints)
     rows = history_rows(root, name, True, {name}, checkpoints, own)
@@ -143,19 +123,22 @@ def _experiment_row(root: Path, name: str, checkpoints: list[ScannedCheckpoint])
     best_eer, best_epoch = best_result(rows, newest)
     last = rows[-1] if rows else {}
     lineage = run_lineage(checkpoints) or {}
-    size, modified = _folder_usage(exp_dir)
+    size, modified, subdirs = folder_memo.folder_usage(exp_dir)
     readable = bool(own) or any(c.readable for c in checkpoints)
-    return {
+    row = {
         "name": name, "path": str(exp_dir), **hyper, "epochs_done": epochs_done,
         "best_val_eer": best_eer, "best_epoch": best_epoch,
         "latest_val_eer": last.get("val_eer", math.nan), "latest_val_acc": last.get("val_acc", math.nan),
         "val_eer_history": [r["val_eer"] for r in rows], "checkpoints": len(checkpoints),
         "size_bytes": size, "modified": local_timestamp(modified),
-        "status": _status(exp_dir, readable, epochs_done, hyper["num_epochs"]),
+        "status": None,  # from the lock, on every scan: _current_status
         "has_lineage": bool(lineage), "lineage_mode": lineage.get("mode"),
         "parent_experiment": lineage.get("parent_experiment"),
         "parent_epoch": as_epoch(lineage.get("parent_epoch")),
     }
+    paths = folder_memo.watched_paths(str(exp_dir), subdirs, LOG_NAME, LOCK_NAME)
+    return folder_memo.FolderEntry(folder_memo.key_of(paths), paths, (), row,
+                                        (readable, epochs_done, hyper["num_epochs"]))
 
 
 _EXPERIMENT_DTYPES = {
@@ -170,13 +153,52 @@ def scan_experiments(models_root: Path | str) -> pd.DataFrame:
 
     status: running (a live process holds the folder's lock), finished (epochs_done >=
     num_epochs), interrupted (otherwise), empty (no readable checkpoint and no log rows).
+    Rows of folders unchanged since the last scan come from :mod:`training.dashboard.folder_memo`
+    (a few ``os.stat`` calls each); only changed folders are read again.
     """
     root = Path(models_root)
-    listings = [(name, list_folder(root / name)) for name in list_experiment_names(root)]
-    by_folder = all_checkpoints(root, listings)
-    read_histories_ahead(root, by_folder)
-    rows = [_experiment_row(root, name, checkpoints) for name, checkpoints in by_folder.items()]
-    return typed_frame(rows, EXPERIMENT_COLUMNS, _EXPERIMENT_DTYPES)
+    memo = folder_memo.memo_for(root, LOG_NAME, LOCK_NAME)
+    with memo.lock:
+        started = folder_memo.now_ns()
+        names = list_experiment_names(root)
+        keys = memo.current_keys(names)
+        entries = {name: memo.valid(name, keys) for name in names}
+        changed = [name for name, entry in entries.items() if entry is None]
+        by_folder = all_checkpoints(root, [(name, list_folder(root / name)) for name in changed])
+        read_histories_ahead(root, by_folder)
+        for name, checkpoints in by_folder.items():
+            entries[name] = _experiment_row(root, name, checkpoints)
+            keys[name] = entries[name].key
+        _remember(memo, entries, keys, changed, started)
+        statuses = [_current_status(entry) for entry in entries.values()]
+        built_from = (tuple(names), tuple(id(entries[n].row) for n in names), tuple(statuses))
+        if memo.frame is None or memo.frame[0] != built_from or changed:
+            frame = typed_frame([entry.row for entry in entries.values()], EXPERIMENT_COLUMNS, _EXPERIMENT_DTYPES)
+            frame["status"] = pd.Series(statuses, index=frame.index, dtype="str")
+            memo.frame = (built_from, frame)
+        return memo.frame[1].copy()
+
+
+def _remember(memo: folder_memo.FolderMemo, entries: dict[str, folder_memo.FolderEntry],
+              keys: dict[str, folder_memo.FolderKey], changed: list[str], started: int) -> None:
+    """Keep the rebuilt entries, each with the keys of the resume parents its curve reads."""
+    def parent_of(name: str) -> str | None:
+        entry = entries.get(name)
+        parent = entry.row.get("parent_experiment") if entry is not None else None
+        return parent if isinstance(parent, str) else None
+
+    for name in changed:
+        entry = entries[name]
+        entry.deps = tuple((dep, keys.get(dep)) for dep in folder_memo.resume_chain(name, parent_of))
+        memo.store(name, entry, started)
+    memo.keep_only(entries)
+
+
+def _current_status(entry: folder_memo.FolderEntry) -> str:
+    """The stored status, unless the lock file holds a record: its holder may have died since."""
+    if entry.key.locked:
+        return _status(Path(entry.paths[0]), *entry.status_inputs)
+    return _settled_status(*entry.status_inputs)
 
 
 # --- one checkpoint ----------------------------------------------------------------------------------
@@ -205,7 +227,7 @@ def checkpoint_details(path: Path | str, verify: bool = False) -> dict[str, Any]
     passed. Scans never hash: they show the marks earlier verifications left."""
     path = Path(path)
     problem = verify_checkpoint(path) if verify else None
-    info = read_checkpoint_info(path)  # one file, with its history: not through the cache
+    info = read_checkpoint_info(path, with_history=True)  # one file, with an old file's history
     named = parse_checkpoint_name(path.name)
     ck = ScannedCheckpoint(path, info, named.role, named.epoch, None)
     details = info.to_dict()

@@ -19,6 +19,7 @@ earlier run's).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -120,10 +121,42 @@ def _eta(job: Job, done: int, current: StepRow | None, epoch_seconds: pd.Series,
 
 
 def job_progress(models_root: Path | str, job: Job, now: float | None = None) -> JobProgress:
-    """Progress of ``job`` as its experiment's files show it now, within the job's own window."""
+    """Progress of ``job`` as its experiment's files show it now. A finished job's is read once
+    per state and kept (``_FINISHED``): only active jobs read their history on every refresh; a
+    job's progress counts only what happened within its own window (``job_window``)."""
     if job.kind == "eval":  # no epochs: the scorer's progress bar (training/dashboard/eval_job_status.py)
         from training.dashboard.eval_job_status import eval_job_progress
         return eval_job_progress(job)
+    if job.is_active:
+        return _read_progress(models_root, job, now)
+    key = (str(models_root), job.id, job.state, job.ended_at)
+    progress = _FINISHED.get(key)
+    if progress is None:
+        progress = _read_progress(models_root, job)
+        with _FINISHED_LOCK:  # Streamlit runs sessions in threads
+            _FINISHED[key] = progress
+            while len(_FINISHED) > FINISHED_MEMO:
+                del _FINISHED[next(iter(_FINISHED))]
+    return progress
+
+
+FINISHED_MEMO = 4_096  # finished jobs' progress kept (a few pages of the table, many times over)
+_FINISHED: dict[tuple, JobProgress] = {}
+_FINISHED_LOCK = threading.Lock()
+FINISHED_PER_PAGE = 25
+
+
+def visible_jobs(listed: list[Job], page: int, per_page: int = FINISHED_PER_PAGE) -> tuple[list[Job], int]:
+    """(the jobs the table shows, number of pages): every active job, and one page of the
+    finished ones (newest first, as listed); ``page`` is clamped to the pages there are."""
+    active = [job for job in listed if job.is_active]
+    finished = [job for job in listed if not job.is_active]
+    pages = max(1, -(-len(finished) // per_page))
+    page = min(max(page, 0), pages - 1)
+    return active + finished[page * per_page:(page + 1) * per_page], pages
+
+
+def _read_progress(models_root: Path | str, job: Job, now: float | None = None) -> JobProgress:
     done, latest, eta = 0, None, None
     start, end = job_window(job)
     history = pd.DataFrame(columns=catalog.HISTORY_COLUMNS)

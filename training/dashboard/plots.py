@@ -18,9 +18,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+
+from training.dashboard.downsample import drawn_rows
 
 PALETTE: tuple[str, ...] = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)
 RAW_OPACITY_WHEN_SMOOTHED = 0.3  # the raw curve stays visible (as in TensorBoard), faded
@@ -113,11 +116,17 @@ def _prepared(history: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _source_column(df: pd.DataFrame, name: str) -> list[str]:
-    """The folder each row came from (a resumed run's parent rows name the parent)."""
-    if "experiment" in df:
-        return [str(v) if isinstance(v, str) and v else name for v in df["experiment"]]
-    return [name] * len(df)
+def _source_column(df: pd.DataFrame, name: str) -> np.ndarray:
+    """The folder each row came from (a resumed run's parent rows name the parent): an array,
+    ``name`` where the row names none."""
+    if "experiment" not in df:
+        return np.full(len(df), name, dtype=object)
+    column = df["experiment"]
+    if pd.api.types.is_string_dtype(column) and not pd.api.types.is_object_dtype(column):
+        named = column.notna() & column.ne("")
+    else:  # a frame made by hand: only non-empty strings name a folder
+        named = column.map(lambda v: isinstance(v, str) and v != "").astype(bool)
+    return np.where(named.to_numpy(bool), column.to_numpy(object), name).astype(object)
 
 
 def _hover(label: str, percent: bool) -> str:
@@ -137,7 +146,7 @@ def metric_figure(spec: ChartSpec, histories: Mapping[str, pd.DataFrame], colors
     for name, history in histories.items():
         if history is None or history.empty:
             continue
-        df = _prepared(history)
+        df = drawn_rows(_prepared(history), [s.column for s in spec.series])  # long runs: a bounded set of points
         color = colors.get(name, PALETTE[0])
         source = _source_column(df, name)
         for i, series in enumerate(spec.series):
@@ -152,15 +161,16 @@ def metric_figure(spec: ChartSpec, histories: Mapping[str, pd.DataFrame], colors
             in_legend = i == 0 or len(spec.series) > 1
             line = dict(color=color, dash=series.dash)
             hover = _hover(series.label, spec.percent)
+            epochs, values = df["epoch"].to_numpy(), y.to_numpy(float)  # arrays: plotly encodes them whole
             fig.add_trace(go.Scatter(
-                x=df["epoch"].tolist(), y=y.tolist(), mode="lines+markers" if len(df) < 40 else "lines",
+                x=epochs, y=values, mode="lines+markers" if len(df) < 40 else "lines",
                 name=trace_name, legendgroup=name, showlegend=in_legend and smoothing == 0,
                 line=line, marker=dict(size=5, color=color), customdata=source, hovertemplate=hover,
                 opacity=RAW_OPACITY_WHEN_SMOOTHED if smoothing > 0 else 1.0,
                 meta={"experiment": name, "column": series.column, "role": "raw"}))
             if smoothing > 0:
                 fig.add_trace(go.Scatter(
-                    x=df["epoch"].tolist(), y=ema_smooth(y.tolist(), smoothing), mode="lines",
+                    x=epochs, y=np.asarray(ema_smooth(values, smoothing)), mode="lines",
                     name=trace_name, legendgroup=name, showlegend=in_legend, line=line,
                     customdata=source, hovertemplate=_hover(f"{series.label} (smoothed)", spec.percent),
                     meta={"experiment": name, "column": series.column, "role": "smoothed"}))

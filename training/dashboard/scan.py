@@ -13,8 +13,8 @@ never the tensors, never torch), read in batches by the reader processes of
 
 Caching: CheckpointInfo is cached per file, keyed by ``(path, size, mtime_ns)`` plus the
 sidecar's size and mtime_ns (the trainer writes the sidecar *after* the ``.pth``, so a file first
-seen without one must be re-read once it appears). The cache is bounded (LRU) and entries of
-files that vanished from a scanned folder are dropped. A rescan in which every signature is
+seen without one must be re-read once it appears). The cache is bounded (LRU), sized by what the
+scans find under the root (``FileCache.fit``), and entries of files that vanished from a scanned folder are dropped. A rescan in which every signature is
 unchanged returns a copy of the previous frame without rebuilding it.
 """
 
@@ -52,7 +52,8 @@ _KIND_NAMES = {"full": "full", "weights_only": "legacy", "unreadable": "unreadab
 _READABLE_KINDS = ("full", "weights_only")
 # Cached infos carry no ``history`` (a 100-epoch history is ~100 KB of Python objects and every
 # checkpoint repeats it), so an entry is a few KB: 20k entries stay well under 100 MB.
-CACHE_MAX_ENTRIES = 20_000
+CACHE_MAX_ENTRIES = 20_000  # the starting size; FileCache.fit grows it to what a root holds
+FIT_LIMIT = 1_000_000  # entries of a few KB: a bound on memory, far above any real root
 _FRAME_MEMO_ROOTS = 8
 
 
@@ -80,6 +81,13 @@ class FileCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    def fit(self, wanted: int) -> None:
+        """Hold at least ``wanted`` entries (what a scan found under its root) plus a quarter for
+        what appears next: a constant that a large root exceeds would make every rerun re-read
+        every file. Never shrinks, and stops at FIT_LIMIT (a memory bound, not a root's size)."""
+        with self._lock:
+            self.max_entries = max(self.max_entries, min(wanted + wanted // 4, FIT_LIMIT))
 
     def get(self, path: str, signature: Any) -> Any | None:
         with self._lock:
@@ -155,6 +163,7 @@ def _cached_infos(files: list[tuple[str, Signature]]) -> list[CheckpointInfo]:
     (every checkpoint repeats its run's whole history, and converting it would be most of a
     first scan's work; see training.dashboard.history). The files not cached are read in one batch by
     the reader processes (training.checkpoint.pool)."""
+    _INFO_CACHE.fit(len(files))
     infos = [_INFO_CACHE.get(path, signature) for path, signature in files]
     missing = [n for n, info in enumerate(infos) if info is None]
     requests = [ReadRequest(files[n][0], with_history=False, use_sidecar=files[n][1][2] is not None)

@@ -7,6 +7,7 @@ they are tested without a browser.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from training.checkpoint import resumable
-from training.naming import checkpoint_sort_key
+from training.naming import checkpoint_sort_key, parse_checkpoint_name
 
 STATUSES = ("running", "finished", "interrupted", "empty")
 RESUMABLE_KINDS = frozenset({"full", "best"})            # carry optimizer state and counters
@@ -145,16 +146,64 @@ def args_checkpoint(checkpoints: pd.DataFrame, experiment: str) -> Path | None:
     return Path(best["path"])
 
 
+def args_checkpoints(checkpoints: pd.DataFrame) -> dict[str, Path]:
+    """:func:`args_checkpoint` of every experiment at once, by sorting the frame once (a filter
+    per experiment would cost the whole frame per experiment: quadratic on a large root)."""
+    if checkpoints.empty:
+        return {}
+    ranked = checkpoints.assign(
+        _epoch=pd.to_numeric(checkpoints["epoch"], errors="coerce"),
+        _step=pd.to_numeric(checkpoints["step_in_epoch"], errors="coerce").fillna(0) if "step_in_epoch" in checkpoints else 0,
+        _role=_roles(checkpoints).map(resumable.ROLE_PREFERENCE).fillna(0),
+        _mtime=_seconds(checkpoints["modified"]) if "modified" in checkpoints else -math.inf)
+    resumable_rows = ranked[ranked["kind"].isin(list(RESUMABLE_KINDS)) & ranked["_epoch"].notna()]
+    # newest first; ties keep the frame's order, as max() over the rows would
+    newest = resumable_rows.sort_values(["_epoch", "_step", "_role", "_mtime"], ascending=False, kind="stable")
+    chosen = dict(zip(*newest.drop_duplicates("experiment")[["experiment", "path"]].T.values))
+    rank = {"full": 0, "best": 1, "legacy": 2}
+    weights = ranked[ranked["kind"].isin(list(WEIGHT_KINDS)) & ~ranked["experiment"].isin(list(chosen))]
+    weights = weights.assign(_rank=weights["kind"].map(rank), _epoch=weights["_epoch"].fillna(-1))
+    fallback = weights.sort_values(["_rank", "_epoch"], ascending=[True, False], kind="stable")
+    chosen.update(zip(*fallback.drop_duplicates("experiment")[["experiment", "path"]].T.values))
+    return {str(name): Path(path) for name, path in chosen.items()}
+
+
+def _roles(checkpoints: pd.DataFrame) -> pd.Series:
+    """The scan's role column; a frame made by hand gets it from the file names."""
+    if "role" in checkpoints:
+        return checkpoints["role"]
+    return checkpoints["file"].map(lambda name: parse_checkpoint_name(str(name)).role)
+
+
+def _seconds(modified: pd.Series) -> pd.Series:
+    """File times as comparable numbers (NaT: older than any)."""
+    times = pd.to_datetime(modified, errors="coerce")
+    return pd.Series(times.astype("int64"), index=modified.index).where(times.notna(), -math.inf).astype(float)
+
+
+PICKER_LIMIT = 200  # options a picker sends to the browser; more are reached by typing
+
+
+def bounded_options(options: list[str], text: str, keep: Iterable[str | None] = (),
+                    limit: int | None = None) -> list[str]:
+    """A picker's options: those containing ``text`` (case-insensitive), at most ``limit`` of
+    them (PICKER_LIMIT), plus ``keep`` (the current choice) when it is an option; a select box of
+    20,000 options is sent to the browser whole, this one stays small while the text narrows it."""
+    limit = PICKER_LIMIT if limit is None else limit
+    needle = text.strip().lower()
+    shown = [o for o in options if needle in o.lower()][:limit] if needle else options[:limit]
+    known = set(options)
+    extra = [k for k in dict.fromkeys(keep) if k is not None and k in known and k not in shown]
+    return extra + shown
+
+
 def diff_targets(checkpoints: pd.DataFrame) -> dict[str, Path]:
     """What the hyperparameter diff can compare, by label -> the checkpoint to read ``args``
     from: each experiment (``name``, its newest full checkpoint) and each checkpoint
     (``name/file``), experiments first."""
-    experiments: dict[str, Path] = {}
+    chosen = args_checkpoints(checkpoints)
+    experiments = {name: chosen[name] for name in sorted(chosen)}
     files: dict[str, Path] = {}
-    for name in sorted(set(checkpoints["experiment"])):
-        path = args_checkpoint(checkpoints, name)
-        if path is not None:
-            experiments[name] = path
     readable = checkpoints[checkpoints["kind"].isin(list(WEIGHT_KINDS))]
     for exp, file, path in sorted(zip(readable["experiment"], readable["file"], readable["path"]),
                                   key=lambda r: (r[0], checkpoint_sort_key(r[1]))):
