@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import BAR_EVERY_STEP, REPO, TINY, child_env, run_main, wait_for
+from cli_helpers import BAR_EVERY_STEP, REPO, TINY, child_env, logged_history, run_main, wait_for
 from kill_harness import compare_runs, compare_states, experiment_folder, unreadable_files
 from training.checkpoint.fsutil import sidecar_path
 from training.naming import epoch_checkpoint_name, interrupt_checkpoint_name
@@ -211,8 +211,7 @@ def test_sigterm_to_one_rank_stops_all_with_one_checkpoint_and_only_rank_0_write
 
 def test_checkpoint_of_two_processes_resumes_in_one_and_back_with_a_warning(reference: Path, tmp_path: Path) -> None:
     base = [arg for arg in ARGS if arg != "--auto_resume"]
-    source = tmp_path / "from_two.pth"
-    shutil.copy2(reference / epoch_checkpoint_name(1, COMMENT), source)
+    source = reference / epoch_checkpoint_name(1, COMMENT)  # read only: the runs below write to their own folders
 
     one = run_main([*base, "--resume", "--model_path", str(source), "--comment", "one"], tmp_path)
     assert one.code == 0, one.text
@@ -225,17 +224,17 @@ def test_checkpoint_of_two_processes_resumes_in_one_and_back_with_a_warning(refe
     one_folder = tmp_path / "models" / reference.name.replace(f"_{COMMENT}", "_one")
     after_one = torch.load(one_folder / epoch_checkpoint_name(2, "one"), weights_only=True)
     assert after_one["world_size"] == 1 and after_one["epoch"] == 2
-    assert [row["epoch"] for row in after_one["history"]] == [1, 2]
+    # the new folder logs what this run trained; earlier epochs stay in the source's log (the lineage)
+    assert [row["epoch"] for row in logged_history(one_folder)] == [2, 3] and after_one["history_row"]["epoch"] == 2
 
-    back = tmp_path / "from_one.pth"
-    shutil.copy2(one_folder / epoch_checkpoint_name(2, "one"), back)
+    back = one_folder / epoch_checkpoint_name(2, "one")
     code, out, exits = run_torchrun([*base, "--resume", "--model_path", str(back), "--comment", "two"], tmp_path)
     assert code == 0 and exits == {0: 0, 1: 0}, out
     assert out.count("Warning: the checkpoint was written by 1 process(es), this run has 2") == 1, out
     assert "epoch 2 completed" in out and "epochs 3-3" in out, out
-    two = torch.load(tmp_path / "models" / reference.name.replace(f"_{COMMENT}", "_two")
-                     / epoch_checkpoint_name(3, "two"), weights_only=True)
-    assert two["world_size"] == 2 and [row["epoch"] for row in two["history"]] == [1, 2, 3]
+    two_folder = tmp_path / "models" / reference.name.replace(f"_{COMMENT}", "_two")
+    two = torch.load(two_folder / epoch_checkpoint_name(3, "two"), weights_only=True)
+    assert two["world_size"] == 2 and [row["epoch"] for row in logged_history(two_folder)] == [3]
 
 
 # --- usage errors -------------------------------------------------------------------------------------
