@@ -20,6 +20,7 @@ import streamlit as st
 from pages.common import ensure_navigation, models_root, page_title, refusal, signed_in
 from training.dashboard import catalog
 from training.dashboard import launch_form as lf
+from training.dashboard import widget_memory
 from training.config import Option
 from training.jobs import MODES, NEEDS_CHECKPOINT, JobConflict
 
@@ -32,6 +33,7 @@ DEFAULTS_SOURCE_KEY = "launch_defaults_source"  # whose args the fields were las
 URL_SEEN_KEY = "launch_url_seen"                # the query parameters already applied
 PREVIEWED_KEY = "launch_previewed"              # fingerprint of the run the page last showed
 RESULT_KEY = "launch_result"                    # (kind, message, job id) of the last submit
+MEMORY_KEY = "_launch_form_memory"              # the widgets' values, kept while the page is not shown
 URL_PARAMS = ("mode", "checkpoint", "experiment")
 JOBS_PAGE = "pages/jobs.py"
 FIELDS_PER_ROW = 4
@@ -49,6 +51,11 @@ def load_checkpoints(root: str) -> pd.DataFrame:
 
 def field_key(name: str) -> str:
     return FIELD_PREFIX + name
+
+
+def remembered_keys() -> list[str]:
+    """Every widget of the page whose value must survive a visit to another page."""
+    return [MODE_KEY, CHECKPOINT_KEY, EXPERIMENT_KEY, *(field_key(name) for name in lf.FIELDS_BY_NAME)]
 
 
 def apply_url(choices: list[lf.CheckpointChoice]) -> list[str]:
@@ -186,6 +193,7 @@ page_title("Launch a training run")
 root = str(models_root())
 checkpoints = load_checkpoints(root)
 choices = lf.checkpoint_choices(checkpoints)
+widget_memory.restore(st.session_state, MEMORY_KEY, remembered_keys())  # before apply_url: a new link wins
 for problem in apply_url(choices):
     st.error(problem)
 
@@ -229,6 +237,7 @@ with st.form("launch_form", border=True):
     preview_col, launch_col, _ = st.columns([2, 1, 4])
     preview_clicked = preview_col.form_submit_button("Update preview")
     launch_clicked = launch_col.form_submit_button("Launch", type="primary")
+widget_memory.remember(st.session_state, MEMORY_KEY, remembered_keys())
 
 plan = lf.plan_launch(root, mode, raw_values, checkpoint, stored if checkpoint is not None else None,
                       checkpoints)

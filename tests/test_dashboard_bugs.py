@@ -1,0 +1,125 @@
+"""Bugs of the dashboard found in daily use (issue 16), each reproduced in Streamlit's AppTest.
+
+Each test names the bug it pins down; they need no trained run (the folders are built from
+ckpt_factories or tiny real files), so they are quick.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ckpt_factories import ARGS, full_checkpoint, save
+from cli_helpers import REPO
+from training.dashboard import access as dashboard_access
+from training.naming import LOG_NAME, epoch_checkpoint_name, experiment_name
+from training.run_folder import LOG_COLUMNS
+
+DASHBOARD = str(REPO / "dashboard.py")
+
+
+def open_page(root: Path, page: str, **params: str) -> AppTest:
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    at.session_state["models_root"] = str(root)
+    at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    """Another page through the sidebar: the query string is dropped, as a browser's navigation does."""
+    for key in list(at.query_params):
+        del at.query_params[key]
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def field(at: AppTest, name: str):
+    for kind in (at.number_input, at.text_input, at.selectbox, at.checkbox):
+        for widget in kind:
+            if widget.label == name:
+                return widget
+    raise AssertionError(f"no field labelled {name!r}")
+
+
+def texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+# --- Launch: the form keeps its values across page switches --------------------------------------
+
+def test_launch_form_keeps_its_values_after_visiting_another_page(tmp_path: Path) -> None:
+    at = open_page(tmp_path / "models", "pages/launch.py")
+    field(at, "num_epochs").set_value(7)
+    field(at, "lr").set_value("0.0005")
+    field(at, "track").set_value("DF")
+    field(at, "comment").set_value("kept")
+    next(b for b in at.button if b.label == "Update preview").click()
+    at.run()
+    go(at, "pages/experiments.py")
+    go(at, "pages/launch.py")
+    assert field(at, "num_epochs").value == 7
+    assert field(at, "lr").value == "0.0005"
+    assert field(at, "track").value == "DF"
+    assert field(at, "comment").value == "kept"
+    assert not any("num_epochs must be at least 1" in t for t in texts(at.error)), texts(at.error)
+
+
+# --- folders made of real checkpoint files (no training: the point is what the pages show) -------
+
+LCNN_ARGS = {**ARGS, "model_type": "lcnn", "num_epochs": 5, "batch_size": 8, "lr": 0.001, "comment": "x"}
+LCNN_ARGS.pop("nested")
+
+
+def write_run(root: Path, eers: list[float], **args) -> str:
+    """An experiment folder with a checkpoint per epoch and its training_log.csv (val EER per
+    epoch from ``eers``); returns the folder name."""
+    args = {**LCNN_ARGS, **args}
+    name = experiment_name(args)
+    folder = root / name
+    folder.mkdir(parents=True)
+    rows = []
+    for epoch, eer in enumerate(eers, start=1):
+        best = min(eers[:epoch])
+        save(full_checkpoint(epoch, val_eer=eer, best_val_eer=best, args=dict(args), numpy_metrics=False,
+                             best_epoch=eers.index(best) + 1, history=[]),
+             folder / epoch_checkpoint_name(epoch, args["comment"]))
+        rows.append({"epoch": epoch, "train_loss": 1.0 / epoch, "train_eer": eer + 1, "val_loss": 0.5 / epoch,
+                     "val_acc": 100 - eer, "val_eer": eer, "best_val_eer": best, "lr": args["lr"],
+                     "epoch_seconds": 1.0, "timestamp": "2026-01-01T00:00:00", "experiment": name})
+    with open(folder / LOG_NAME, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        out.writeheader()
+        out.writerows(rows)
+    return name
+
+
+def test_launch_keeps_the_resume_mode_after_visiting_another_page(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0, 20.0])
+    link = {"mode": "resume", "checkpoint": f"{name}/{epoch_checkpoint_name(2, 'x')}"}
+    at = open_page(root, "pages/launch.py", **link)
+    assert at.radio(key="launch_mode").value == "resume"
+    field(at, "num_epochs").set_value(9)
+    next(b for b in at.button if b.label == "Update preview").click()
+    at.run()
+    go(at, "pages/checkpoints.py")
+    go(at, "pages/launch.py")
+    assert at.radio(key="launch_mode").value == "resume"
+    assert at.selectbox(key="launch_checkpoint").value == link["checkpoint"]
+    assert field(at, "num_epochs").value == 9
+    # The same Resume link followed again (from the Checkpoints page) keeps the mode too.
+    go(at, "pages/experiments.py")
+    at.query_params.update(link)
+    at.switch_page("pages/launch.py")
+    at.run()
+    assert at.radio(key="launch_mode").value == "resume"
