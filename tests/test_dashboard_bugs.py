@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ckpt_factories import ARGS, full_checkpoint, save
-from cli_helpers import REPO
+from cli_helpers import REPO, TINY, run_main
 from training.dashboard import access as dashboard_access
 from training.naming import LOG_NAME, epoch_checkpoint_name, experiment_name
 from training.run_folder import LOG_COLUMNS
@@ -123,3 +123,58 @@ def test_launch_keeps_the_resume_mode_after_visiting_another_page(tmp_path: Path
     at.switch_page("pages/launch.py")
     at.run()
     assert at.radio(key="launch_mode").value == "resume"
+
+
+# --- Launch: the CLI's rules, before launching ---------------------------------------------------
+
+def preview(at: AppTest, values: dict) -> AppTest:
+    for name, value in values.items():
+        field(at, name).set_value(value)
+    next(b for b in at.button if b.label == "Update preview").click()
+    at.run()
+    return at
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"lr": "nan"}, "--lr must be a finite number"),
+    ({"comment": "c" * 300}, "--comment is too long"),
+    ({"dataset": "asvspoof"}, "--dataset asvspoof needs --database_path"),
+    ({"dataset": "asvspoof", "database_path": "/no/such/audio"}, "--database_path /no/such/audio: no such folder"),
+])
+def test_launch_refuses_in_the_preview_what_the_cli_refuses(tmp_path: Path, values: dict, message: str) -> None:
+    root = tmp_path / "models"
+    at = preview(open_page(root, "pages/launch.py"), values)
+    assert any(message in t for t in texts(at.error)), texts(at.error)
+    assert not at.code, "no command for a run the CLI would refuse"
+    next(b for b in at.button if b.label == "Launch").click()
+    at.run()
+    assert any(t.startswith("Not launched") for t in texts(at.error))
+    assert not root.exists() or not [p for p in root.iterdir() if p.name != ".jobs"], "no experiment folder"
+
+
+def test_launch_warns_about_an_absurd_learning_rate(tmp_path: Path) -> None:
+    at = preview(open_page(tmp_path / "models", "pages/launch.py"), {"lr": "1e5"})
+    assert any("--lr 100000.0 is unusually large" in t for t in texts(at.warning)), texts(at.warning)
+    assert at.code, "a legal value: the run may still go"
+
+
+def test_cli_refuses_a_missing_database_path_before_creating_anything(tmp_path: Path) -> None:
+    result = run_main([*TINY, "--dataset", "asvspoof", "--database_path", str(tmp_path / "none"),
+                       "--protocols_path", str(tmp_path), "--models_root", str(tmp_path / "models")], tmp_path)
+    assert result.code == 2 and "--database_path" in result.text and "Traceback" not in result.text, result.text
+    assert not (tmp_path / "models").exists()
+
+
+def test_cli_warns_about_an_absurd_learning_rate(tmp_path: Path) -> None:
+    result = run_main([*TINY, "--lr", "1e5", "--models_root", str(tmp_path / "m")], tmp_path)
+    assert "Warning: --lr 100000.0 is unusually large" in result.text, result.text
+
+
+def test_jobs_api_refuses_a_missing_database_path_without_a_registry_row(tmp_path: Path) -> None:
+    from training import jobs
+
+    root = tmp_path / "models"
+    with pytest.raises(ValueError, match="--dataset asvspoof needs --database_path"):
+        jobs.launch(root, "fresh", {"dataset": "asvspoof"})
+    assert not jobs.db_path(root).exists() or not jobs.list_jobs(root)
+    assert not root.exists() or not [p for p in root.iterdir() if p.name != ".jobs"]

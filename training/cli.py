@@ -37,6 +37,7 @@ from typing import Any
 from training.config import (DEFAULTS, EVALUATION_OPTIONS, OPTIONS, UsageError, check_attention_model, typed_args,
                              validate_options)
 from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
+from training.run_checks import check_data_source, unusual_values
 from training.runs import check_combinations, hyperparameter_warnings, keys_from_checkpoint, merge_checkpoint_args
 
 EXIT_ERROR = 1
@@ -232,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         # A checkpoint's stored values name the folder (and the model) now: the same rule applies.
         validate_options({**{k: effective.get(k) for k in NAMING_KEYS},
                           "visualize_attention": effective.get("visualize_attention")})
+        check_data_source(effective)  # the Launch form and the jobs API apply it too
+        for warning in unusual_values(effective):
+            print(f"Warning: {warning}", file=sys.stderr)
         state_disk_needs(effective, plan)
         # What to evaluate is no part of a training run: checkpoints do not record it.
         return _train({k: v for k, v in effective.items() if k not in EVALUATION_OPTIONS}, plan)
