@@ -20,10 +20,12 @@ from pages.common import (ensure_navigation, flash, models_root, page_title, ref
                           signed_in)
 from training.dashboard import catalog
 from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
-                            checkpoint_table, deletable_files, diff_targets)
+                                      checkpoint_table, default_detail_file, deletable_files, diff_targets,
+                                      format_metric)
 
 PERCENT = "%.2f%%"
 PENDING_KEY = "_checkpoints_pending_delete"  # (experiment, files) awaiting confirmation
+DELETE_BOX_KEY = "delete_files"
 ROW_PICK_KEY = "_checkpoints_row_pick"  # the table row last clicked (so only a new click moves the details)
 TABLE_COLUMNS = ["file", "role", "kind", "epoch", "step_in_epoch", "train_loss", "train_eer", "val_loss",
                  "val_acc", "val_eer", "best_val_eer", "size_bytes", "modified", "complete", "protected", "reason"]
@@ -93,8 +95,8 @@ def details(rows: pd.DataFrame, experiment: str) -> None:
     """One checkpoint: actions, metrics, every argument, lineage and the rest the reader knows."""
     st.subheader("Checkpoint details")
     files = rows["file"].tolist()
-    file = st.selectbox("Checkpoint", files, key="ckpt_file", bind="query-params",
-                        help="Or click a row of the table")
+    file = st.selectbox("Checkpoint", files, index=files.index(default_detail_file(rows)), key="ckpt_file",
+                        bind="query-params", help="Or click a row of the table (opens on the best checkpoint)")
     row = rows[rows["file"] == file].iloc[0]
     launch_buttons(experiment, row)
     info = catalog.checkpoint_details(row["path"])
@@ -107,7 +109,7 @@ def details(rows: pd.DataFrame, experiment: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Metrics**")
-        st.dataframe(pd.DataFrame({"metric": list(metrics), "value": [str(v) for v in metrics.values()]}),
+        st.dataframe(pd.DataFrame({"metric": list(metrics), "value": [format_metric(k, v) for k, v in metrics.items()]}),
                      hide_index=True, key="details_metrics")
         if info.get("lineage"):
             st.markdown("**Lineage**")
@@ -165,12 +167,21 @@ def confirm_delete(root: Path, experiment: str, files: list[str], total_bytes: i
             flash("error", str(exc))
         else:
             flash("success", f"Deleted {', '.join(deleted)}.")
-            st.session_state.pop("delete_files", None)
         cancel_delete()
         st.rerun()
     if right.button("Cancel", key="cancel_delete"):
         cancel_delete()
         st.rerun()
+
+
+def drop_vanished_choices(deletable: list[str]) -> None:
+    """Take files no longer offered (deleted here, by retention, or now protected) out of the
+    delete box. Set through session state, not popped: only a value set so reaches the browser,
+    which otherwise keeps showing the deleted file while the page counts nothing chosen."""
+    chosen = st.session_state.get(DELETE_BOX_KEY) or []
+    kept = [f for f in chosen if f in deletable]
+    if kept != list(chosen):
+        st.session_state[DELETE_BOX_KEY] = kept
 
 
 def delete_section(root: Path, experiment: str, rows: pd.DataFrame) -> None:
@@ -183,7 +194,8 @@ def delete_section(root: Path, experiment: str, rows: pd.DataFrame) -> None:
     if not deletable:
         st.caption("No intermediate checkpoint to delete.")
         return
-    files = st.multiselect("Intermediate checkpoints to delete", deletable, key="delete_files")
+    drop_vanished_choices(deletable)
+    files = st.multiselect("Intermediate checkpoints to delete", deletable, key=DELETE_BOX_KEY)
     if st.button("Delete selected…", disabled=not files, key="delete"):
         if signed_in():
             st.session_state[PENDING_KEY] = (experiment, list(files))

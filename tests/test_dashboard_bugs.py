@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from ckpt_factories import ARGS, full_checkpoint, save
 from cli_helpers import REPO, TINY, run_main
 from training.dashboard import access as dashboard_access
-from training.naming import LOG_NAME, epoch_checkpoint_name, experiment_name
+from training.naming import LOG_NAME, best_checkpoint_name, epoch_checkpoint_name, experiment_name
 from training.run_folder import LOG_COLUMNS
 
 DASHBOARD = str(REPO / "dashboard.py")
@@ -80,7 +80,7 @@ LCNN_ARGS = {**ARGS, "model_type": "lcnn", "num_epochs": 5, "batch_size": 8, "lr
 LCNN_ARGS.pop("nested")
 
 
-def write_run(root: Path, eers: list[float], **args) -> str:
+def write_run(root: Path, eers: list[float], best_file: bool = True, **args) -> str:
     """An experiment folder with a checkpoint per epoch and its training_log.csv (val EER per
     epoch from ``eers``); returns the folder name."""
     args = {**LCNN_ARGS, **args}
@@ -96,6 +96,11 @@ def write_run(root: Path, eers: list[float], **args) -> str:
         rows.append({"epoch": epoch, "train_loss": 1.0 / epoch, "train_eer": eer + 1, "val_loss": 0.5 / epoch,
                      "val_acc": 100 - eer, "val_eer": eer, "best_val_eer": best, "lr": args["lr"],
                      "epoch_seconds": 1.0, "timestamp": "2026-01-01T00:00:00", "experiment": name})
+    if best_file and eers:
+        best = min(eers)
+        epoch = eers.index(best) + 1
+        save(full_checkpoint(epoch, val_eer=best, best_val_eer=best, args=dict(args), numpy_metrics=False,
+                             history=[]), folder / best_checkpoint_name(args["comment"]))
     with open(folder / LOG_NAME, "w", newline="") as f:
         out = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
         out.writeheader()
@@ -178,3 +183,33 @@ def test_jobs_api_refuses_a_missing_database_path_without_a_registry_row(tmp_pat
         jobs.launch(root, "fresh", {"dataset": "asvspoof"})
     assert not jobs.db_path(root).exists() or not jobs.list_jobs(root)
     assert not root.exists() or not [p for p in root.iterdir() if p.name != ".jobs"]
+
+
+# --- Checkpoints ---------------------------------------------------------------------------------
+
+def test_a_deleted_checkpoint_leaves_the_delete_box(tmp_path: Path) -> None:
+    """The page must *set* the box's value after a deletion: a value merely dropped from the
+    session never reaches the browser, which kept showing the deleted file (and the page, counting
+    nothing chosen, kept the button disabled)."""
+    root = tmp_path / "models"
+    name = write_run(root, [30.0, 20.0, 25.0, 24.0])
+    at = open_page(root, "pages/checkpoints.py", ckpt_exp=name)
+    first = epoch_checkpoint_name(1, "x")
+    assert first in at.multiselect(key="delete_files").options
+    at.multiselect(key="delete_files").select(first).run()
+    at.button(key="delete").click().run()
+    at.button(key="confirm_delete").click().run()
+    assert not (root / name / first).exists()
+    box = at.multiselect(key="delete_files")
+    assert first not in box.options and box.value == []
+    assert box.proto.set_value and list(box.proto.raw_values) == [], "the browser is told to clear the box"
+
+
+def test_checkpoint_details_open_on_the_best_with_metrics_in_percent(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0, 29.6875, 31.0])
+    at = open_page(root, "pages/checkpoints.py", ckpt_exp=name)
+    assert at.selectbox(key="ckpt_file").value == best_checkpoint_name("x")
+    metrics = next(df.value for df in at.dataframe if "metric" in df.value.columns)
+    shown = dict(zip(metrics["metric"], metrics["value"]))
+    assert shown["val_eer"] == "29.69 %" and shown["val_loss"] == "0.0055", shown

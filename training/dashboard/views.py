@@ -160,3 +160,32 @@ def diff_targets(checkpoints: pd.DataFrame) -> dict[str, Path]:
                                   key=lambda r: (r[0], checkpoint_sort_key(r[1]))):
         files[f"{exp}/{file}"] = Path(path)
     return {**experiments, **files}
+
+
+def default_detail_file(table: pd.DataFrame) -> str | None:
+    """The checkpoint whose details a page opens with: the best checkpoint file, else the epoch of
+    the lowest validation EER, else the newest (last) file; None for an empty table."""
+    if table.empty:
+        return None
+    best = table[table["role"] == "best"]
+    if len(best):
+        return str(best["file"].iloc[0])
+    eer = pd.to_numeric(table.get("val_eer", pd.Series(dtype=float)), errors="coerce")
+    if eer.notna().any():
+        return str(table.loc[eer.idxmin(), "file"])
+    return str(table["file"].iloc[-1])
+
+
+PERCENT_WORDS = ("eer", "acc")  # metrics stored in percent (the guide's EER and accuracy)
+
+
+def format_metric(name: str, value: Any) -> str:
+    """A metric as the tables show it: EER and accuracy as ``29.69 %``, losses and other numbers
+    with 4 decimals, anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) and not any(w in name.lower() for w in PERCENT_WORDS):
+        return str(value)
+    if any(w in name.lower() for w in PERCENT_WORDS):
+        return f"{float(value):.2f} %"
+    return f"{float(value):.4f}"
