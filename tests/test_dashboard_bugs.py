@@ -7,13 +7,14 @@ ckpt_factories or tiny real files), so they are quick.
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from ckpt_factories import ARGS, full_checkpoint, save
-from cli_helpers import REPO, TINY, run_main
+from cli_helpers import REPO, TINY, kill_job_leftovers, run_main
 from training.dashboard import access as dashboard_access
 from training.naming import LOG_NAME, best_checkpoint_name, epoch_checkpoint_name, experiment_name
 from training.run_folder import LOG_COLUMNS
@@ -213,3 +214,27 @@ def test_checkpoint_details_open_on_the_best_with_metrics_in_percent(tmp_path: P
     metrics = next(df.value for df in at.dataframe if "metric" in df.value.columns)
     shown = dict(zip(metrics["metric"], metrics["value"]))
     assert shown["val_eer"] == "29.69 %" and shown["val_loss"] == "0.0055", shown
+
+
+# --- Jobs: the log box --------------------------------------------------------------------------
+
+def test_the_log_box_shows_the_newest_lines_in_view(tmp_path: Path) -> None:
+    """A fixed-height box of 200 lines opened at its top: the newest lines were out of view."""
+    from training import jobs
+
+    root = tmp_path / "models"
+    job = jobs.launch(root, "fresh", {"model_type": "lcnn", "train_size": 32, "val_size": 16,
+                                      "clip_samples": 4000, "batch_size": 8, "lr": 0.001, "num_epochs": 1,
+                                      "algo": 0})
+    try:
+        deadline = time.monotonic() + 240
+        while jobs.get_job(root, job.id).is_active and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with open(jobs.get_job(root, job.id).log_path, "a") as log:
+            log.writelines(f"line {i}\n" for i in range(300))
+        at = open_page(root, "pages/jobs.py", job=str(job.id))
+        box = at.code[[i for i, c in enumerate(at.code) if "line 299" in c.value][0]]
+        lines = box.value.split("\n")
+        assert lines[-1] == "line 299" and len(lines) <= 40, len(lines)
+    finally:
+        kill_job_leftovers(root)
