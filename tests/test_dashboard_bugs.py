@@ -238,3 +238,26 @@ def test_the_log_box_shows_the_newest_lines_in_view(tmp_path: Path) -> None:
         assert lines[-1] == "line 299" and len(lines) <= 40, len(lines)
     finally:
         kill_job_leftovers(root)
+
+
+# --- the original script's folders ---------------------------------------------------------------
+
+ORIGINAL = "model_DF_weighted_CCE_100_14_1e-06"  # an ASVspoof 2021 baseline folder
+
+
+def test_an_original_baseline_folder_shows_its_name_settings_and_counts_epochs_from_zero(tmp_path: Path) -> None:
+    import torch
+
+    from ckpt_factories import tiny_model
+
+    root = tmp_path / "models"
+    (root / ORIGINAL).mkdir(parents=True)
+    for epoch in range(4):  # the original script's loop index: epoch_0.pth is the first epoch
+        torch.save(tiny_model().state_dict(), root / ORIGINAL / f"epoch_{epoch}.pth")
+    at = open_page(root, "pages/experiments.py")
+    row = next(df.value for df in at.dataframe if "name" in df.value.columns).iloc[0]
+    assert (row["model_type"], row["track"], row["loss"], row["lr"]) == ("baseline", "DF", "weighted_CCE", 1e-06)
+    assert row["epochs_done"] == 4
+    ckpts = open_page(root, "pages/checkpoints.py", ckpt_exp=ORIGINAL)
+    table = next(df.value for df in ckpts.dataframe if "file" in df.value.columns)
+    assert dict(zip(table["file"], table["epoch"]))["epoch_0.pth"] == 1

@@ -187,7 +187,8 @@ def test_original_format_folder_offers_fine_tuning_not_auto_resume(tmp_path: Pat
     original_format_folder(tmp_path / "models", best)
     at = app(tmp_path / "models", monkeypatch)
     line = next(m.value for m in at.markdown if ORIGINAL in m.value and "epoch" in m.value)
-    assert "epoch 3 of 100" in line and "None" not in line and "weights only" in line, line
+    # epoch_0..epoch_3: the original script's 0-based names, 4 epochs done
+    assert "epoch 4 of 100" in line and "None" not in line and "weights only" in line, line
     assert not [b.key for b in at.button if b.key.startswith("auto_resume_")], "weights cannot be resumed"
     at.button(key=f"fine_tune_{ORIGINAL}").click().run()
     assert at.query_params == {"mode": "pretrained", "checkpoint": f"{ORIGINAL}/{fine_tune_from}"}

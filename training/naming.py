@@ -77,6 +77,15 @@ class CheckpointName:
     comment: str | None
     legacy_name: bool  # epoch_N.pth / best_model_eer.pth: the original script's names
 
+    @property
+    def completed_epochs(self) -> int | None:
+        """Epochs done when the file was written. Our ``checkpoint_epoch_N`` holds the state after
+        epoch N (1-based); the original script saved ``epoch_{epoch}.pth`` with its 0-based loop
+        index, so its ``epoch_N.pth`` holds N + 1 completed epochs (``epoch_0.pth``: one)."""
+        if self.epoch is None:
+            return None
+        return self.epoch + 1 if self.legacy_name else self.epoch
+
 
 _FILE_PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
     (re.compile(r"^checkpoint_epoch_(?P<epoch>\d+)(?:_(?P<comment>.+))?\.pth$"), "epoch", False),

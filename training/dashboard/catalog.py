@@ -207,7 +207,7 @@ def checkpoint_details(path: Path | str, verify: bool = False) -> dict[str, Any]
     problem = verify_checkpoint(path) if verify else None
     info = read_checkpoint_info(path)  # one file, with its history: not through the cache
     named = parse_checkpoint_name(path.name)
-    ck = ScannedCheckpoint(path, info, named.role, named.epoch, None)
+    ck = ScannedCheckpoint(path, info, named.role, named.completed_epochs, None)
     details = info.to_dict()
     side = sidecar_path(path)
     details.update(
