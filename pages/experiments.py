@@ -21,7 +21,8 @@ from pages.common import (ensure_navigation, models_root, page_title, selected_e
                           set_selected_experiments)
 from training.dashboard import catalog
 from training.dashboard.launch_form import auto_resume_refusal
-from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, distinct_values,
+from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, continued_in,
+                                      distinct_values,
                             filter_experiments, merge_selection, progress_text, selection_rows, weights_checkpoint)
 
 DEMO_COMMAND = ("python main.py --model_type lcnn --num_epochs 3 --train_size 256 --val_size 128 "
@@ -108,7 +109,7 @@ def experiments_table(shown: pd.DataFrame) -> list[str]:
     return selection
 
 
-def interrupted_actions(root: Path, shown: pd.DataFrame) -> None:
+def interrupted_actions(root: Path, shown: pd.DataFrame, experiments: pd.DataFrame) -> None:
     """Per interrupted experiment shown: "Auto-resume" when it would continue that very folder,
     else why not, with "Fine-tune from here" where the folder holds weights to start from."""
     interrupted = shown[shown["status"] == "interrupted"]
@@ -119,6 +120,11 @@ def interrupted_actions(root: Path, shown: pd.DataFrame) -> None:
     for name, done, target in zip(interrupted["name"], interrupted["epochs_done"], interrupted["num_epochs"]):
         name = str(name)
         left, right = st.columns([5, 1])
+        children = continued_in(experiments, name)
+        if children:
+            left.markdown(f"`{name}` stopped after {progress_text(done, target)}; it was continued in "
+                          + ", ".join(f"`{c}`" for c in children) + " (no auto-resume here: it would fork the run).")
+            continue
         refusal = auto_resume_refusal(checkpoints, name)
         if refusal is None:
             left.markdown(f"`{name}` stopped after {progress_text(done, target)}.")
@@ -157,4 +163,4 @@ else:
     st.caption(f"{len(shown)} of {len(experiments)} experiments under `{root}`.")
     selection = experiments_table(shown)
     selection_summary(selection)
-    interrupted_actions(root, shown)
+    interrupted_actions(root, shown, experiments)

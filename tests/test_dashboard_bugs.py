@@ -81,7 +81,8 @@ LCNN_ARGS = {**ARGS, "model_type": "lcnn", "num_epochs": 5, "batch_size": 8, "lr
 LCNN_ARGS.pop("nested")
 
 
-def write_run(root: Path, eers: list[float], best_file: bool = True, **args) -> str:
+def write_run(root: Path, eers: list[float], best_file: bool = True, lineage: dict | None = None,
+              first_epoch: int = 1, **args) -> str:
     """An experiment folder with a checkpoint per epoch and its training_log.csv (val EER per
     epoch from ``eers``); returns the folder name."""
     args = {**LCNN_ARGS, **args}
@@ -89,19 +90,20 @@ def write_run(root: Path, eers: list[float], best_file: bool = True, **args) -> 
     folder = root / name
     folder.mkdir(parents=True)
     rows = []
-    for epoch, eer in enumerate(eers, start=1):
-        best = min(eers[:epoch])
+    extra = {"lineage": lineage} if lineage else {}
+    for epoch, eer in enumerate(eers, start=first_epoch):
+        best = min(eers[:epoch - first_epoch + 1])
         save(full_checkpoint(epoch, val_eer=eer, best_val_eer=best, args=dict(args), numpy_metrics=False,
-                             best_epoch=eers.index(best) + 1, history=[]),
+                             best_epoch=eers.index(best) + first_epoch, history=[], **extra),
              folder / epoch_checkpoint_name(epoch, args["comment"]))
         rows.append({"epoch": epoch, "train_loss": 1.0 / epoch, "train_eer": eer + 1, "val_loss": 0.5 / epoch,
                      "val_acc": 100 - eer, "val_eer": eer, "best_val_eer": best, "lr": args["lr"],
                      "epoch_seconds": 1.0, "timestamp": "2026-01-01T00:00:00", "experiment": name})
     if best_file and eers:
         best = min(eers)
-        epoch = eers.index(best) + 1
+        epoch = eers.index(best) + first_epoch
         save(full_checkpoint(epoch, val_eer=best, best_val_eer=best, args=dict(args), numpy_metrics=False,
-                             history=[]), folder / best_checkpoint_name(args["comment"]))
+                             history=[], **extra), folder / best_checkpoint_name(args["comment"]))
     with open(folder / LOG_NAME, "w", newline="") as f:
         out = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
         out.writeheader()
@@ -261,3 +263,19 @@ def test_an_original_baseline_folder_shows_its_name_settings_and_counts_epochs_f
     ckpts = open_page(root, "pages/checkpoints.py", ckpt_exp=ORIGINAL)
     table = next(df.value for df in ckpts.dataframe if "file" in df.value.columns)
     assert dict(zip(table["file"], table["epoch"]))["epoch_0.pth"] == 1
+
+
+
+# --- Experiments ---------------------------------------------------------------------------------
+
+def test_a_run_continued_in_another_folder_is_not_offered_auto_resume(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    parent = write_run(root, [30.0, 20.0], comment="p")
+    child = write_run(root, [15.0], first_epoch=3, comment="p_more",
+                      lineage={"mode": "resume", "parent_experiment": parent, "parent_epoch": 2, "run_id": "r2"})
+    alone = write_run(root, [30.0], comment="alone")
+    at = open_page(root, "pages/experiments.py")
+    offered = [b.key for b in at.button if b.key.startswith("auto_resume_")]
+    assert f"auto_resume_{parent}" not in offered and f"auto_resume_{alone}" in offered, offered
+    line = next(m.value for m in at.markdown if parent in m.value and "continued in" in m.value)
+    assert child in line

@@ -189,3 +189,18 @@ def format_metric(name: str, value: Any) -> str:
     if any(w in name.lower() for w in PERCENT_WORDS):
         return f"{float(value):.2f} %"
     return f"{float(value):.4f}"
+
+
+def continued_in(experiments: pd.DataFrame, name: str) -> list[str]:
+    """Experiments that resumed ``name`` into their own folder from its latest epoch (or later):
+    the run goes on there, so continuing ``name`` itself would fork it. Uses the scan's lineage
+    columns (``lineage_mode``, ``parent_experiment``, ``parent_epoch``, ``epochs_done``)."""
+    needed = {"name", "lineage_mode", "parent_experiment", "parent_epoch", "epochs_done"}
+    if experiments.empty or not needed <= set(experiments.columns):
+        return []
+    own = experiments[experiments["name"] == name]
+    done = own["epochs_done"].iloc[0] if len(own) else None
+    done = int(done) if done is not None and pd.notna(done) else 0
+    children = experiments[(experiments["lineage_mode"] == "resume") & (experiments["parent_experiment"] == name)]
+    return [str(child) for child, epoch in zip(children["name"], children["parent_epoch"])
+            if pd.notna(epoch) and int(epoch) >= done]
