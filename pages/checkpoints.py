@@ -19,6 +19,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, flash, models_root, page_title, refusal, selected_experiments,
                           signed_in)
 from training.dashboard import catalog
+from training.dashboard.settings import models_root_problem
 from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
                                       checkpoint_table, default_detail_file, deletable_files, diff_targets,
                                       format_metric)
@@ -215,7 +216,9 @@ ensure_navigation()
 root = models_root()
 page_title("Checkpoints")
 names = load_names(root)
-if not names:
+if not names and models_root_problem(root):
+    st.error(models_root_problem(root))
+elif not names:
     st.info(f"No experiments under `{root}` yet: the **Experiments** page shows how to start one.")
 else:
     experiment = pick_experiment(names)

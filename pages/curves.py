@@ -17,6 +17,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
                           set_selected_experiments)
 from training.dashboard import catalog
+from training.dashboard.settings import models_root_problem
 from training.dashboard.plots import MAX_SMOOTHING, curve_figures
 
 PICKER_KEY = "curves_picker"  # not bound to the URL: the selection is ``?exp=`` (pages/common.py)
@@ -88,6 +89,8 @@ ensure_navigation()
 root = models_root()
 page_title("Curves")
 all_names = load_names(root)
+if not all_names and models_root_problem(root):
+    st.error(models_root_problem(root))
 chosen = picker(all_names, selected_experiments())
 if not chosen:
     st.info("Select experiments above, or pick rows in the table of the **Experiments** page; "

@@ -20,6 +20,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
                           set_selected_experiments)
 from training.dashboard import catalog
+from training.dashboard.settings import models_root_problem
 from training.dashboard.launch_form import auto_resume_refusal
 from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, continued_in,
                                       distinct_values,

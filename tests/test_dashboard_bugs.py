@@ -279,3 +279,17 @@ def test_a_run_continued_in_another_folder_is_not_offered_auto_resume(tmp_path: 
     assert f"auto_resume_{parent}" not in offered and f"auto_resume_{alone}" in offered, offered
     line = next(m.value for m in at.markdown if parent in m.value and "continued in" in m.value)
     assert child in line
+
+
+@pytest.mark.parametrize("kind", ["file", "missing"])
+def test_a_mistyped_models_root_is_named_not_shown_as_empty(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "modles"
+    if kind == "file":
+        root.write_text("not a folder")
+    for page in ("pages/experiments.py", "pages/curves.py", "pages/checkpoints.py"):
+        at = open_page(root, page)
+        said = texts(at.error) + texts(at.warning)
+        expected = "is a file, not a folder" if kind == "file" else "does not exist"
+        assert any(str(root) in t and expected in t for t in said), (page, said)
+    if kind == "file":
+        assert not any("No experiments under" in t for t in texts(at.info))
