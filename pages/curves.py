@@ -19,6 +19,7 @@ from pages.common import (ensure_navigation, models_root, page_title, selected_e
 from training.dashboard import catalog
 from training.dashboard.settings import models_root_problem
 from training.dashboard.plots import MAX_SMOOTHING, curve_figures
+from training.dashboard.run_labels import short_labels
 
 PICKER_KEY = "curves_picker"  # not bound to the URL: the selection is ``?exp=`` (pages/common.py)
 PICKER_WROTE_KEY = "_curves_picker_wrote"  # the selection as the picker last left it
@@ -100,7 +101,9 @@ else:
     histories = load_histories(root, chosen, all_names)
     missing_notice(histories, all_names)
     lineage_notice(histories)
-    charts = curve_figures({n: h for n, h in histories.items() if not h.empty}, smoothing, log_eer)
+    drawn = {n: h for n, h in histories.items() if not h.empty}
+    # legends name runs by what tells them apart (training.dashboard.run_labels); hover: full name
+    charts = curve_figures(drawn, smoothing, log_eer, labels=short_labels(list(drawn))) if drawn else []
     for row in (charts[:2], charts[2:]):
         for column, chart in zip(st.columns(2), row):
             with column:

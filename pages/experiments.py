@@ -20,6 +20,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
                           set_selected_experiments)
 from training.dashboard import catalog
+from training.dashboard.run_labels import short_labels
 from training.dashboard.settings import models_root_problem
 from training.dashboard.launch_form import auto_resume_refusal
 from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, continued_in,
@@ -31,12 +32,14 @@ DEMO_COMMAND = ("python main.py --model_type lcnn --num_epochs 3 --train_size 25
 PERCENT = "%.2f%%"
 TABLE_WROTE_KEY = "_experiments_table_wrote"      # the selection as the table last left it
 TABLE_GENERATION_KEY = "_experiments_table_generation"
-TABLE_COLUMNS = ["name", "status", "model_type", "track", "loss", "epochs_done", "num_epochs",
+TABLE_COLUMNS = ["run", "name", "status", "model_type", "track", "loss", "epochs_done", "num_epochs",
                  "best_val_eer", "best_epoch", "latest_val_eer", "latest_val_acc", "val_eer_history",
                  "lr", "batch_size", "group_size", "contrastive", "comment", "parent_experiment",
                  "checkpoints", "size_bytes", "modified"]
 COLUMN_CONFIG = {
-    "name": st.column_config.TextColumn("experiment", pinned=True),
+    "run": st.column_config.TextColumn("run", pinned=True,
+                                       help="What tells the runs shown apart: comment, then the differing name fields"),
+    "name": st.column_config.TextColumn("experiment", help="The experiment folder's full name"),
     "status": st.column_config.TextColumn("status"),
     "model_type": st.column_config.TextColumn("model"),
     "epochs_done": st.column_config.NumberColumn("epochs done", format="%d"),
@@ -98,9 +101,11 @@ def experiments_table(shown: pd.DataFrame) -> list[str]:
         st.session_state[TABLE_GENERATION_KEY] = st.session_state.get(TABLE_GENERATION_KEY, 0) + 1
     generation = st.session_state.get(TABLE_GENERATION_KEY, 0)
     key = f"experiments_table_{generation}_" + hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
-    columns = [c for c in TABLE_COLUMNS if c in shown]
+    labels = short_labels(names)
+    labelled = shown.assign(run=[labels[n] for n in names])
+    columns = [c for c in TABLE_COLUMNS if c in labelled]
     event = st.dataframe(
-        shown[columns], hide_index=True, column_config=COLUMN_CONFIG, key=key, on_select="rerun",
+        labelled[columns], hide_index=True, column_config=COLUMN_CONFIG, key=key, on_select="rerun",
         selection_mode="multi-row", selection_default={"selection": {"rows": selection_rows(names, previous)}},
         height=min(38 + 35 * len(shown), 600),
     )

@@ -7,9 +7,11 @@ ckpt_factories or tiny real files), so they are quick.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -293,3 +295,66 @@ def test_a_mistyped_models_root_is_named_not_shown_as_empty(tmp_path: Path, kind
         assert any(str(root) in t and expected in t for t in said), (page, said)
     if kind == "file":
         assert not any("No experiments under" in t for t in texts(at.info))
+
+
+# --- Curves: legends, stars, empty runs, short labels --------------------------------------------
+
+def plotly_figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+@pytest.fixture
+def ten_runs(tmp_path: Path) -> tuple[Path, list[str]]:
+    root = tmp_path / "models"
+    names = [write_run(root, [30.0 - i, 20.0 - i, 25.0], comment=f"trial{i}", lr=round(0.001 * (i + 1), 4))
+             for i in range(10)]
+    return root, names
+
+
+def test_ten_runs_get_a_compact_legend_of_short_labels_beside_the_chart(ten_runs) -> None:
+    root, names = ten_runs
+    at = open_page(root, "pages/curves.py", exp=names)
+    figures = plotly_figures(at)
+    assert len(figures) == 4
+    for fig in figures:
+        legend = fig["layout"]["legend"]
+        entries = [t["name"] for t in fig["data"] if t.get("showlegend", True)]
+        assert len(entries) == 10, (fig["layout"]["title"]["text"], entries)  # one per run, loss chart too
+        assert legend["x"] >= 1, "beside the plot, not over the x-axis title"
+        assert legend["font"]["size"] <= 11
+        assert all(len(e) <= 25 for e in entries), entries  # short labels, not folder names
+    raw = [t for t in figures[0]["data"] if t["meta"]["role"] == "raw"]
+    assert {t["name"] for t in raw} == {f"trial{i} · lr={round(0.001 * (i + 1), 4)}" for i in range(10)}
+    assert all(t["customdata"][0] == t["meta"]["experiment"] for t in raw), "hover names the full folder"
+
+
+def test_the_best_epoch_star_is_only_on_eer_charts(ten_runs) -> None:
+    root, names = ten_runs
+    figures = plotly_figures(open_page(root, "pages/curves.py", exp=names[:2]))
+    starred = [f["layout"]["title"]["text"] for f in figures
+               if any(t["meta"]["role"] == "best" for t in f["data"])]
+    assert starred == ["Validation EER", "Training EER"], starred
+
+
+def test_a_run_with_no_finished_epoch_gets_no_empty_axes(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    (root / "lcnn_DF_CCE_5_8_0.001_group3_contrastiveFalse_new").mkdir(parents=True)
+    at = open_page(root, "pages/curves.py", exp=["lcnn_DF_CCE_5_8_0.001_group3_contrastiveFalse_new"])
+    assert any("No finished epoch yet" in t for t in texts(at.info)), texts(at.info)
+    for fig in plotly_figures(at):  # none drawn; a chart drawn anyway starts at epoch 1
+        assert fig["layout"]["xaxis"].get("range", [-1])[0] >= 1, "plotly's empty axes run from -1"
+
+
+def test_plots_of_no_epoch_start_at_epoch_one() -> None:
+    from training.dashboard.plots import curve_figures
+
+    for chart in curve_figures({"empty": pd.DataFrame()}):
+        assert chart.figure.layout.xaxis.range == (1, 2)
+
+
+def test_experiments_table_leads_with_short_labels(ten_runs) -> None:
+    root, names = ten_runs
+    at = open_page(root, "pages/experiments.py")
+    table = next(df.value for df in at.dataframe if "name" in df.value.columns)
+    assert list(table.columns[:2]) == ["run", "name"]
+    assert table["run"].tolist()[0] == "trial0 · lr=0.001"
