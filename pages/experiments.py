@@ -20,6 +20,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
                           set_selected_experiments)
 from training.dashboard import catalog
+from training.dashboard.hparams_view import hparams_figure
 from training.dashboard.run_labels import short_labels
 from training.dashboard.settings import models_root_problem
 from training.dashboard.launch_form import auto_resume_refusal
@@ -145,6 +146,16 @@ def interrupted_actions(root: Path, shown: pd.DataFrame, experiments: pd.DataFra
             st.switch_page(LAUNCH_PAGE, query_params=checkpoint_launch_params("pretrained", name, weights))
 
 
+def hyperparameter_view(shown: pd.DataFrame) -> None:
+    """Parallel coordinates of the shown runs' differing hyperparameters against best val EER."""
+    figure = hparams_figure(shown)
+    if figure is None:
+        return
+    with st.expander("Hyperparameters against best val EER (parallel coordinates)"):
+        st.caption("One line per run shown, coloured by its best val EER; drag along an axis to filter.")
+        st.plotly_chart(figure, key="hparams_parcoords", width="stretch")
+
+
 def selection_summary(selection: list[str]) -> None:
     if not selection:
         st.caption("Select rows to compare their curves and browse their checkpoints.")
@@ -169,4 +180,5 @@ else:
     st.caption(f"{len(shown)} of {len(experiments)} experiments under `{root}`.")
     selection = experiments_table(shown)
     selection_summary(selection)
+    hyperparameter_view(shown)
     interrupted_actions(root, shown, experiments)

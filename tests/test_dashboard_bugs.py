@@ -358,3 +358,15 @@ def test_experiments_table_leads_with_short_labels(ten_runs) -> None:
     table = next(df.value for df in at.dataframe if "name" in df.value.columns)
     assert list(table.columns[:2]) == ["run", "name"]
     assert table["run"].tolist()[0] == "trial0 · lr=0.001"
+
+
+def test_experiments_page_plots_hyperparameters_against_best_eer(ten_runs) -> None:
+    root, names = ten_runs
+    at = open_page(root, "pages/experiments.py")
+    parcoords = [t for fig in plotly_figures(at) for t in fig["data"] if t["type"] == "parcoords"]
+    assert len(parcoords) == 1
+    dims = {d["label"]: d["values"] for d in parcoords[0]["dimensions"]}
+    assert list(dims) == ["log10 lr", "best val EER (%)"], "only the axes that differ, EER last"
+    order = parcoords[0]["meta"]["experiments"]
+    best = {n: min(30.0 - i, 20.0 - i, 25.0) for i, n in enumerate(names)}
+    assert dims["best val EER (%)"] == [best[n] for n in order]
