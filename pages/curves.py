@@ -20,6 +20,7 @@ from training.dashboard import catalog
 from training.dashboard.settings import models_root_problem
 from training.dashboard.plots import MAX_SMOOTHING, curve_figures
 from training.dashboard.run_labels import short_labels
+from training.dashboard.seed_groups import band_figures, experiment_args, seed_groups
 
 PICKER_KEY = "curves_picker"  # not bound to the URL: the selection is ``?exp=`` (pages/common.py)
 PICKER_WROTE_KEY = "_curves_picker_wrote"  # the selection as the picker last left it
@@ -103,8 +104,15 @@ else:
     lineage_notice(histories)
     drawn = {n: h for n, h in histories.items() if not h.empty}
     # legends name runs by what tells them apart (training.dashboard.run_labels); hover: full name
-    charts = curve_figures(drawn, smoothing, log_eer, labels=short_labels(list(drawn))) if drawn else []
-    for row in (charts[:2], charts[2:]):
-        for column, chart in zip(st.columns(2), row):
+    labels = short_labels(list(drawn))
+    if drawn and st.toggle("Group seeds (mean ± std)", key="seeds", bind="query-params",
+                           help="Runs whose settings differ only in --seed (and comment) become one line with a band"):
+        groups = seed_groups(list(drawn), {n: experiment_args(root, n) for n in drawn}, labels)
+        figures = [(f"band_{i}", fig) for i, fig in enumerate(band_figures(groups, drawn))]
+    else:
+        charts = curve_figures(drawn, smoothing, log_eer, labels=labels) if drawn else []
+        figures = [(f"chart_{chart.spec.key}", chart.figure) for chart in charts]
+    for row in (figures[:2], figures[2:]):
+        for column, (key, figure) in zip(st.columns(2), row):
             with column:
-                st.plotly_chart(chart.figure, key=f"chart_{chart.spec.key}", width="stretch")
+                st.plotly_chart(figure, key=key, width="stretch")

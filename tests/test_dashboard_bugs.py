@@ -370,3 +370,19 @@ def test_experiments_page_plots_hyperparameters_against_best_eer(ten_runs) -> No
     order = parcoords[0]["meta"]["experiments"]
     best = {n: min(30.0 - i, 20.0 - i, 25.0) for i, n in enumerate(names)}
     assert dims["best val EER (%)"] == [best[n] for n in order]
+
+
+def test_runs_differing_only_in_seed_are_drawn_as_mean_and_std(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    seeds = [write_run(root, eers, comment=f"s{seed}", seed=seed)
+             for seed, eers in ((1, [30.0, 20.0]), (2, [34.0, 22.0]), (3, [26.0, 18.0]))]
+    other = write_run(root, [40.0, 35.0], comment="other", lr=0.01, seed=1)
+    at = open_page(root, "pages/curves.py", exp=[*seeds, other], seeds="true")
+    val_eer = plotly_figures(at)[0]
+    means = {tuple(t["meta"]["members"]): t for t in val_eer["data"] if t["meta"]["role"] == "mean"}
+    assert set(means) == {tuple(seeds), (other,)}
+    group = means[tuple(seeds)]
+    assert group["x"] == [1, 2] and group["y"] == pytest.approx([30.0, 20.0])
+    assert [round(c[0], 6) for c in group["customdata"]] == [4.0, 2.0]  # sample std over the 3 seeds
+    assert "+2 seeds" in group["name"]
+    assert any(t["meta"]["role"] == "std" and t["fill"] == "toself" for t in val_eer["data"])
