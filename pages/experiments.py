@@ -6,7 +6,11 @@ picked in the table become the selection the Curves and Checkpoints pages show (
 as ``?exp=...``, with the filters, so a link reproduces the view). Interrupted runs get an
 "Auto-resume" button that opens the Launch page prefilled, when auto-resume would continue that
 very folder; folders holding weights only (the original script's format) get "Fine-tune from
-here" instead. With no experiments yet, it shows the command of a first (demo) run.
+here" instead, and runs already continued in another folder name it. Rows are led by short run
+labels (what tells them apart); a parallel-coordinates view plots the hyperparameters against best
+val EER. "Organise": notes and tags of a selected experiment (``notes.json`` in its folder,
+shown by ``--list_checkpoints``) and archiving or deleting it (token, confirmation, refused while
+a run or job uses it). With no experiments yet, it shows the command of a first (demo) run.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
-                          set_selected_experiments)
-from training.dashboard import catalog
+from pages.common import (ensure_navigation, flash, models_root, page_title, refusal, selected_experiments,
+                          set_selected_experiments, signed_in)
+from training import experiment_notes
+from training.dashboard import catalog, experiment_removal
 from training.dashboard.hparams_view import hparams_figure
 from training.dashboard.run_labels import short_labels
 from training.dashboard.settings import models_root_problem
@@ -31,11 +36,12 @@ from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params,
 DEMO_COMMAND = ("python main.py --model_type lcnn --num_epochs 3 --train_size 256 --val_size 128 "
                 "--lr 0.001 --comment demo --models_root {root}")
 PERCENT = "%.2f%%"
+REMOVAL_KEY = "_experiments_pending_removal"  # (archive | delete, experiment) awaiting confirmation
 TABLE_WROTE_KEY = "_experiments_table_wrote"      # the selection as the table last left it
 TABLE_GENERATION_KEY = "_experiments_table_generation"
 TABLE_COLUMNS = ["run", "name", "status", "model_type", "track", "loss", "epochs_done", "num_epochs",
                  "best_val_eer", "best_epoch", "latest_val_eer", "latest_val_acc", "val_eer_history",
-                 "lr", "batch_size", "group_size", "contrastive", "comment", "parent_experiment",
+                 "lr", "batch_size", "group_size", "contrastive", "comment", "tags", "parent_experiment",
                  "checkpoints", "size_bytes", "modified"]
 COLUMN_CONFIG = {
     "run": st.column_config.TextColumn("run", pinned=True,
@@ -167,12 +173,102 @@ def selection_summary(selection: list[str]) -> None:
     right.page_link("pages/checkpoints.py", label="Checkpoints", icon="💾", query_params=query)
 
 
+def organise_section(root: Path, selection: list[str], names: list[str]) -> None:
+    """Notes and tags of one selected experiment (saved in its folder), and archiving or deleting it."""
+    chosen = [n for n in selection if n in names]
+    if not chosen:
+        return
+    st.subheader("Organise")
+    name = st.selectbox("Experiment", chosen, key="organise_experiment") if len(chosen) > 1 else chosen[0]
+    folder = root / name
+    try:
+        notes = experiment_notes.read_notes(folder)
+    except experiment_notes.NotesError as exc:
+        st.warning(f"{exc}; saving replaces it.")
+        notes = experiment_notes.Notes()
+    with st.form(f"notes_{name}", border=True):
+        text = st.text_area(f"Notes on `{name}`", notes.text, max_chars=experiment_notes.MAX_TEXT_CHARS,
+                            key=f"notes_text_{name}")
+        tags = st.text_input("Tags (comma-separated)", ", ".join(notes.tags), key=f"notes_tags_{name}")
+        saved = st.form_submit_button("Save notes")
+    if saved:
+        save_notes(folder, text, tags)
+    if notes.updated:
+        st.caption(f"Saved {notes.updated} in `{folder / experiment_notes.NOTES_NAME}` (`--list_checkpoints` shows them).")
+    removal_buttons(root, name)
+
+
+def save_notes(folder: Path, text: str, tags: str) -> None:
+    if not signed_in():
+        st.error(refusal("Saving notes"))
+        return
+    try:
+        experiment_notes.write_notes(folder, text, experiment_notes.parse_tags(tags))
+    except (experiment_notes.NotesError, OSError) as exc:
+        st.error(f"Notes not saved: {exc}")
+        return
+    flash("success", f"Saved the notes of {folder.name}.")
+    st.rerun()
+
+
+def removal_buttons(root: Path, name: str) -> None:
+    """Archive / Delete the whole experiment, refused while a run or job uses it, after a confirmation."""
+    refusal_text = experiment_removal.removal_refusal(root, name)
+    left, right, _ = st.columns([1, 1, 4])
+    archive = left.button("Archive experiment…", key="archive_experiment", disabled=refusal_text is not None,
+                          help=refusal_text or f"Move the folder to {root / 'archive'}/ (nothing is deleted)")
+    delete = right.button("Delete experiment…", key="delete_experiment", disabled=refusal_text is not None,
+                          help=refusal_text or "Delete the folder and every file in it")
+    if refusal_text:
+        st.caption(f"Cannot archive or delete: {refusal_text}.")
+    for clicked, action in ((archive, "archive"), (delete, "delete")):
+        if clicked:
+            if signed_in():
+                st.session_state[REMOVAL_KEY] = (action, name)
+            else:
+                st.error(refusal(action.title()))
+    pending = st.session_state.get(REMOVAL_KEY)
+    if pending and pending[1] == name:
+        confirm_removal(root, *pending)
+
+
+def cancel_removal() -> None:
+    st.session_state.pop(REMOVAL_KEY, None)
+
+
+@st.dialog("Remove the experiment?", on_dismiss=cancel_removal)
+def confirm_removal(root: Path, action: str, name: str) -> None:
+    what = ("Move it to the archive folder (nothing is deleted)" if action == "archive"
+            else "Delete the folder and every checkpoint, log and note in it. This cannot be undone")
+    st.markdown(f"**{action.title()}** `{name}`? {what}.")
+    left, right = st.columns(2)
+    if left.button(action.title(), type="primary", key="confirm_removal"):
+        try:
+            if not signed_in():  # checked at the removal itself: a pending request may be stale
+                raise catalog.CatalogError(refusal(action.title()))
+            if action == "archive":
+                where = experiment_removal.archive_experiment(root, name)
+                flash("success", f"Archived {name} to {where}.")
+            else:
+                experiment_removal.delete_experiment(root, name)
+                flash("success", f"Deleted {name}.")
+            set_selected_experiments([n for n in selected_experiments() if n != name])
+        except catalog.CatalogError as exc:
+            flash("error", str(exc))
+        cancel_removal()
+        st.rerun()
+    if right.button("Cancel", key="cancel_removal"):
+        cancel_removal()
+        st.rerun()
+
+
 # --- layout --------------------------------------------------------------------------------
 
 ensure_navigation()
 root = models_root()
 page_title("Experiments")
 experiments = load_experiments(root)
+experiments = experiments.assign(tags=[experiment_notes.tags_text(p) for p in experiments["path"]])
 if experiments.empty:
     empty_state(root)
 else:
@@ -181,4 +277,5 @@ else:
     selection = experiments_table(shown)
     selection_summary(selection)
     hyperparameter_view(shown)
+    organise_section(root, selection, experiments["name"].astype(str).tolist())
     interrupted_actions(root, shown, experiments)

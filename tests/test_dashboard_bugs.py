@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from ckpt_factories import ARGS, full_checkpoint, save
 from cli_helpers import REPO, TINY, kill_job_leftovers, run_main
 from training.dashboard import access as dashboard_access
-from training.naming import LOG_NAME, best_checkpoint_name, epoch_checkpoint_name, experiment_name
+from training.naming import LOG_NAME, NOTES_NAME, best_checkpoint_name, epoch_checkpoint_name, experiment_name
 from training.run_folder import LOG_COLUMNS
 
 DASHBOARD = str(REPO / "dashboard.py")
@@ -386,3 +386,146 @@ def test_runs_differing_only_in_seed_are_drawn_as_mean_and_std(tmp_path: Path) -
     assert [round(c[0], 6) for c in group["customdata"]] == [4.0, 2.0]  # sample std over the 3 seeds
     assert "+2 seeds" in group["name"]
     assert any(t["meta"]["role"] == "std" and t["fill"] == "toself" for t in val_eer["data"])
+
+
+# --- Organise: notes, tags, archive, delete ------------------------------------------------------
+
+def save_notes(at: AppTest, text: str, tags: str) -> AppTest:
+    at.text_area[0].set_value(text)
+    next(t for t in at.text_input if t.label.startswith("Tags")).set_value(tags)
+    next(b for b in at.button if b.label == "Save notes").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_notes_and_tags_are_saved_in_the_folder_and_listed_by_the_cli(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0, 20.0])
+    at = save_notes(open_page(root, "pages/experiments.py", exp=name), "lr too high?\nretry with 1e-4", "sweep, lcnn")
+    stored = json.loads((root / name / NOTES_NAME).read_text())
+    assert stored["text"] == "lr too high?\nretry with 1e-4" and stored["tags"] == ["sweep", "lcnn"]
+    table = next(df.value for df in at.dataframe if "name" in df.value.columns)
+    assert table["tags"].tolist() == ["sweep, lcnn"]
+    at.text_input(key="q").set_value("sweep").run()  # the search finds tags too
+    assert len(next(df.value for df in at.dataframe if "name" in df.value.columns)) == 1
+    listing = run_main(["--list_checkpoints", "--model_type", "lcnn", "--num_epochs", "5", "--batch_size", "8",
+                        "--lr", "0.001", "--comment", "x", "--models_root", str(root)], tmp_path)
+    assert listing.code == 0 and "Tags: sweep, lcnn" in listing.text and "retry with 1e-4" in listing.text, \
+        listing.text
+
+
+@pytest.mark.parametrize("text,tags,message", [
+    ("ok", "bad/tag", "tag 'bad/tag'"),
+    ("x" * 5000, "", "at most 4000"),
+    ("bell\x07", "", "control character"),
+])
+def test_bad_notes_are_refused_and_nothing_is_written(tmp_path: Path, text: str, tags: str, message: str) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0])
+    at = open_page(root, "pages/experiments.py", exp=name)
+    from training.experiment_notes import NotesError, parse_tags, write_notes
+
+    with pytest.raises(NotesError, match=message):
+        write_notes(root / name, text, parse_tags(tags))
+    if len(text) <= 4000:  # the text area itself stops longer text
+        at = save_notes(at, text, tags)
+        assert any(message in t for t in texts(at.error)), texts(at.error)
+    assert not (root / name / NOTES_NAME).exists()
+
+
+def test_notes_need_the_token(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0])
+    at = open_page(root, "pages/experiments.py", exp=name)
+    del at.session_state[dashboard_access.SESSION_KEY]
+    at = save_notes(at, "hello", "")
+    assert any("refused" in t for t in texts(at.error)) and not (root / name / NOTES_NAME).exists()
+
+
+def test_a_damaged_notes_file_is_named_not_a_crash(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0])
+    (root / name / NOTES_NAME).write_text('{"text": 3')
+    at = open_page(root, "pages/experiments.py", exp=name)
+    assert any(NOTES_NAME in t and "unreadable" in t for t in texts(at.warning)), texts(at.warning)
+    listing = run_main(["--list_checkpoints", "--model_type", "lcnn", "--num_epochs", "5", "--batch_size", "8",
+                        "--lr", "0.001", "--comment", "x", "--models_root", str(root)], tmp_path)
+    assert listing.code == 0 and "Notes:" in listing.text and "Traceback" not in listing.text
+
+
+def remove(at: AppTest, action: str) -> AppTest:
+    at.button(key=f"{action}_experiment").click().run()
+    at.button(key="confirm_removal").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_archive_moves_the_experiment_out_of_the_listing_keeping_its_files(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0, 20.0])
+    keep = write_run(root, [25.0], comment="keep")
+    at = remove(open_page(root, "pages/experiments.py", exp=name), "archive")
+    assert not (root / name).exists()
+    archived = list((root / "archive").iterdir())
+    assert [p.name.split("__")[0] for p in archived] == [name]
+    assert (archived[0] / epoch_checkpoint_name(2, "x")).is_file()
+    table = next(df.value for df in at.dataframe if "name" in df.value.columns)
+    assert table["name"].tolist() == [keep]
+    assert any("Archived" in t for t in texts(at.success))
+
+
+def test_delete_removes_the_experiment_after_confirmation(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0, 20.0])
+    at = open_page(root, "pages/experiments.py", exp=name)
+    at.button(key="delete_experiment").click().run()
+    assert (root / name).exists(), "asked first"
+    at.button(key="cancel_removal").click().run()
+    assert (root / name).exists()
+    remove(at, "delete")
+    assert not (root / name).exists() and not (root / "archive").exists()
+
+
+def test_a_running_experiment_cannot_be_archived_or_deleted(tmp_path: Path) -> None:
+    from training.dashboard.experiment_removal import delete_experiment
+    from training.dashboard.scan import CatalogError
+    from training.lock import ExperimentLock
+
+    root = tmp_path / "models"
+    name = write_run(root, [30.0])
+    with ExperimentLock(root / name):
+        at = open_page(root, "pages/experiments.py", exp=name)
+        assert at.button(key="archive_experiment").disabled and at.button(key="delete_experiment").disabled
+        assert any("is running" in c.value for c in at.caption)
+        with pytest.raises(CatalogError, match="is running"):
+            delete_experiment(root, name)
+    assert (root / name / epoch_checkpoint_name(1, "x")).exists()
+
+
+@pytest.mark.parametrize("bad", ["..", "../x", "/etc", "link"])
+def test_removal_refuses_paths_and_symlinks(tmp_path: Path, bad: str) -> None:
+    from training.dashboard.experiment_removal import archive_experiment, delete_experiment
+    from training.dashboard.scan import CatalogError
+
+    root = tmp_path / "models"
+    target = tmp_path / "outside"
+    target.mkdir()
+    (target / "precious").write_text("x")
+    root.mkdir()
+    (root / "link").symlink_to(target)
+    for action in (archive_experiment, delete_experiment):
+        with pytest.raises(CatalogError):
+            action(root, bad)
+    assert (target / "precious").exists()
+
+
+def test_removal_without_the_token_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    name = write_run(root, [30.0])
+    at = open_page(root, "pages/experiments.py", exp=name)
+    del at.session_state[dashboard_access.SESSION_KEY]
+    at.run()
+    at.button(key="delete_experiment").click().run()
+    assert any("refused" in t for t in texts(at.error))
+    assert (root / name).exists()

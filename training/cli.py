@@ -93,6 +93,7 @@ def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), ver
     """Print the folder's checkpoints from their metadata. Files found damaged by an earlier
     verification show as damaged; ``verify`` hashes every file first (and marks or clears)."""
     from training.checkpoint.meta import format_checkpoint_listing, list_checkpoint_files, read_checkpoint_info
+    from training.experiment_notes import notes_lines
 
     folder = experiment_dir(args)
     if not folder.is_dir():
@@ -108,6 +109,8 @@ def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), ver
     damaged = _verify_files(files) if verify else None
     infos = [read_checkpoint_info(p) for p in files]
     print(format_checkpoint_listing(folder, infos))
+    for line in notes_lines(folder):  # the user's notes and tags, set on the Experiments page
+        print(line)
     if damaged is not None:
         print(f"Verified {len(files)} checkpoint file(s): "
               + (f"{len(damaged)} damaged ({', '.join(p.name for p in damaged)})" if damaged else "all intact"))

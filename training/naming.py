@@ -18,6 +18,7 @@ from training.config import DEFAULTS
 CHECKPOINT_SUFFIX = ".pth"
 LOG_NAME = "training_log.csv"  # a run's per-epoch log, in its experiment folder
 ARCHIVE_DIRNAME = "archive"  # <experiment>/archive/<time>/: what a fresh start moved aside
+NOTES_NAME = "notes.json"  # <experiment>/notes.json: the user's notes and tags (training.experiment_notes)
 JOBS_DIRNAME = ".jobs"  # <models_root>/.jobs/: the jobs registry and the jobs' logs
 # The options an experiment folder's name is made of (see experiment_name).
 NAME_KEYS = ("model_type", "track", "loss", "num_epochs", "batch_size", "lr", "group_size", "use_contrastive",

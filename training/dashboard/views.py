@@ -24,14 +24,15 @@ LAUNCH_PAGE = "pages/launch.py"
 
 def filter_experiments(experiments: pd.DataFrame, text: str = "", model_types: Iterable[str] = (),
                        tracks: Iterable[str] = (), statuses: Iterable[str] = ()) -> pd.DataFrame:
-    """Rows whose name or comment contains ``text`` (case-insensitive) and whose model type,
+    """Rows whose name, comment or tags contain ``text`` (case-insensitive) and whose model type,
     track and status are among those given (an empty choice means any)."""
     keep = pd.Series(True, index=experiments.index)
     text = text.strip().lower()
     if text:
         haystack = experiments["name"].astype(str).str.lower()
-        if "comment" in experiments:
-            haystack = haystack + " " + experiments["comment"].fillna("").astype(str).str.lower()
+        for column in ("comment", "tags"):  # tags: the Experiments page adds them (notes.json)
+            if column in experiments:
+                haystack = haystack + " " + experiments[column].fillna("").astype(str).str.lower()
         keep &= haystack.str.contains(text, regex=False)
     for column, wanted in (("model_type", model_types), ("track", tracks), ("status", statuses)):
         wanted = list(wanted)
