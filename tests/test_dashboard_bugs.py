@@ -529,3 +529,30 @@ def test_removal_without_the_token_is_refused(tmp_path: Path) -> None:
     at.button(key="delete_experiment").click().run()
     assert any("refused" in t for t in texts(at.error))
     assert (root / name).exists()
+
+
+# --- Jobs: a finished job's progress stays what it was -------------------------------------------
+
+def test_a_stopped_jobs_progress_does_not_change_when_another_job_trains_its_folder(tmp_path: Path) -> None:
+    from training import jobs
+    from training.dashboard.job_status import job_progress
+
+    root = tmp_path / "models"
+    job = jobs.launch(root, "fresh", {"model_type": "lcnn", "train_size": 32, "val_size": 16, "clip_samples": 4000,
+                                      "batch_size": 8, "lr": 0.001, "num_epochs": 1, "algo": 0})
+    try:
+        deadline = time.monotonic() + 240
+        while jobs.get_job(root, job.id).is_active and time.monotonic() < deadline:
+            time.sleep(0.2)
+        job = jobs.get_job(root, job.id)
+        assert job.state == "succeeded" and job_progress(root, job).done == 1
+        log = Path(job.exp_dir) / LOG_NAME
+        header = log.read_text().splitlines()[0].split(",")
+        later = job.ended_at + 3600  # another job continued the folder an hour later
+        with open(log, "a", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=header)
+            for epoch in (2, 3):
+                out.writerow({"epoch": epoch, "val_eer": 1.0, "timestamp": later + epoch, "epoch_seconds": 1.0})
+        assert job_progress(root, job).done == 1
+    finally:
+        kill_job_leftovers(root)

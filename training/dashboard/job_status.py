@@ -54,6 +54,21 @@ def _log_is_this_runs(job: Job) -> bool:
         return False
 
 
+# Slack for the last row of a job: written just before its process exits and the supervisor
+# records the end.
+END_SLACK_S = 5.0
+
+
+def _as_of_end(history: pd.DataFrame, job: Job) -> pd.DataFrame:
+    """A finished job's rows as they were when it ended: epochs another job trained later in the
+    same folder are not this job's (a job stopped at epoch 2 showed 6/6 once another finished
+    the folder). Rows without a timestamp (a parent's inherited epochs) are kept."""
+    if job.ended_at is None or history.empty or "timestamp" not in history:
+        return history
+    stamps = pd.to_numeric(history["timestamp"], errors="coerce")
+    return history[stamps.isna() | (stamps <= job.ended_at + END_SLACK_S)]
+
+
 def job_progress(models_root: Path | str, job: Job, now: float | None = None) -> JobProgress:
     """Progress of ``job`` as its experiment's files show it now."""
     done, latest, eta = 0, None, None
@@ -63,6 +78,7 @@ def job_progress(models_root: Path | str, job: Job, now: float | None = None) ->
             history = catalog.experiment_history(models_root, job.experiment)
         except catalog.CatalogError:
             pass
+    history = _as_of_end(history, job)
     if len(history):
         done = int(history["epoch"].max())
         eers = history["val_eer"].dropna()
