@@ -19,7 +19,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, flash, models_root, page_title, refusal, selected_experiments,
                           signed_in)
 from training.dashboard import catalog
-from training.dashboard.settings import models_root_problem
+from training.dashboard.settings import models_root_notice
 from training.dashboard.views import (LAUNCH_PAGE, can_fine_tune, can_resume, checkpoint_launch_params,
                                       checkpoint_table, default_detail_file, deletable_files, diff_targets,
                                       format_metric)
@@ -216,11 +216,12 @@ ensure_navigation()
 root = models_root()
 page_title("Checkpoints")
 names = load_names(root)
-if not names and models_root_problem(root):
-    st.error(models_root_problem(root))
-elif not names:
+root_notice = models_root_notice(root) if not names else None
+if root_notice:
+    getattr(st, root_notice[0])(root_notice[1])
+if not names and (root_notice is None or root_notice[0] != "error"):
     st.info(f"No experiments under `{root}` yet: the **Experiments** page shows how to start one.")
-else:
+elif names:
     experiment = pick_experiment(names)
     checkpoints = load_checkpoints(root)
     rows = checkpoint_table(checkpoints, experiment, catalog.protected_checkpoints(root, experiment))

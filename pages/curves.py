@@ -17,7 +17,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, models_root, page_title, selected_experiments,
                           set_selected_experiments)
 from training.dashboard import catalog
-from training.dashboard.settings import models_root_problem
+from training.dashboard.settings import models_root_notice
 from training.dashboard.plots import MAX_SMOOTHING, curve_figures
 from training.dashboard.run_labels import short_labels
 from training.dashboard.seed_groups import band_figures, experiment_args, seed_groups
@@ -91,8 +91,9 @@ ensure_navigation()
 root = models_root()
 page_title("Curves")
 all_names = load_names(root)
-if not all_names and models_root_problem(root):
-    st.error(models_root_problem(root))
+root_notice = models_root_notice(root) if not all_names else None
+if root_notice:
+    getattr(st, root_notice[0])(root_notice[1])
 chosen = picker(all_names, selected_experiments())
 if not chosen:
     st.info("Select experiments above, or pick rows in the table of the **Experiments** page; "

@@ -27,7 +27,7 @@ from training import experiment_notes
 from training.dashboard import catalog, experiment_removal
 from training.dashboard.hparams_view import hparams_figure
 from training.dashboard.run_labels import short_labels
-from training.dashboard.settings import models_root_problem
+from training.dashboard.settings import models_root_notice
 from training.dashboard.launch_form import auto_resume_refusal
 from training.dashboard.views import (LAUNCH_PAGE, STATUSES, auto_resume_params, checkpoint_launch_params, continued_in,
                                       distinct_values,
@@ -78,6 +78,11 @@ def load_experiments(root: Path) -> pd.DataFrame:
 
 def empty_state(root: Path) -> None:
     """No experiment yet: say how to start one."""
+    notice = models_root_notice(root)
+    if notice:
+        getattr(st, notice[0])(notice[1])
+        if notice[0] == "error":  # a file or an unreadable folder: nothing to start there
+            return
     st.info(f"No experiments under `{root}` yet. Start a first (demo) run on the built-in synthetic "
             "data, from a terminal in the project folder (a few minutes on a CPU):")
     st.code(DEMO_COMMAND.format(root=root), language="bash")

@@ -276,7 +276,7 @@ def test_checkpoints_table_and_details(root: Path, monkeypatch) -> None:
     saved = load(root / A / "checkpoint_epoch_2_a.pth")
     assert args["comment"] == "a" and args["num_epochs"] == "3" and set(args) == {str(k) for k in saved["args"]}
     metrics = dict(table_with(at, "metric").values.tolist())
-    assert float(metrics["val_eer"]) == pytest.approx(saved["val_eer"])
+    assert metrics["val_eer"] == f"{saved['val_eer']:.2f} %"  # in % like the table
 
 
 def test_hyperparameter_diff_shows_only_differing_keys_by_default(root: Path, monkeypatch) -> None:
@@ -378,12 +378,12 @@ def test_cancel_keeps_the_files(root: Path, tmp_path: Path, monkeypatch) -> None
 
 def test_clicking_a_table_row_shows_that_checkpoint(root: Path, monkeypatch) -> None:
     at = app(root, monkeypatch, "pages/checkpoints.py", exp=[A])
-    assert at.selectbox(key="ckpt_file").value == "checkpoint_epoch_1_a.pth"
+    assert at.selectbox(key="ckpt_file").value == "best_checkpoint_eer_a.pth"  # opens on the best
     at.session_state[f"checkpoint_table_{A}"] = {"selection": {"rows": [2], "columns": []}}
     at.run()
     assert at.selectbox(key="ckpt_file").value == "checkpoint_epoch_3_a.pth"
-    assert float(dict(table_with(at, "metric").values.tolist())["val_eer"]) == pytest.approx(
-        load(root / A / "checkpoint_epoch_3_a.pth")["val_eer"])
+    assert dict(table_with(at, "metric").values.tolist())["val_eer"] == \
+        f"{load(root / A / 'checkpoint_epoch_3_a.pth')['val_eer']:.2f} %"
     at.selectbox(key="ckpt_file").select("checkpoint_epoch_2_a.pth").run()  # the box still works after a click
     assert at.selectbox(key="ckpt_file").value == "checkpoint_epoch_2_a.pth"
 

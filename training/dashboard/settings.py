@@ -35,3 +35,13 @@ def models_root_problem(root: Path | str) -> str | None:
     if not os.access(path, os.R_OK | os.X_OK):
         return f"The models root {path} cannot be read by this user: check its permissions."
     return None
+
+
+def models_root_notice(root: Path | str) -> tuple[str, str] | None:
+    """(kind, text) a page shows about its models root: ("warning", ...) for one that does not
+    exist yet (a first run creates it: the page still says how to start one), ("error", ...) for
+    a file or an unreadable folder (nothing can be shown or started there); None when readable."""
+    problem = models_root_problem(root)
+    if problem is None:
+        return None
+    return ("warning" if not os.path.lexists(root) else "error"), problem
