@@ -3,8 +3,10 @@ selected experiments, overlaid (one colour per experiment, the same in every cha
 
 The best epoch of each run is starred; EER charts can use a log axis; optional smoothing (EMA
 with TensorBoard's debiasing) is drawn over the faded raw curve. A run resumed into another
-folder continues its parent's line. Selection (``?exp=``), smoothing (``?smooth=``) and log scale
-(``?log=``) live in the URL. The figures are built by :mod:`training.dashboard.plots`.
+folder continues its parent's line. Legends name runs by short labels (what tells them apart,
+training.dashboard.run_labels; the full name on hover); "Group seeds" draws runs that differ only
+in --seed as mean ± std (training.dashboard.seed_groups). Selection (``?exp=``), smoothing
+(``?smooth=``), log scale (``?log=``) and seed grouping (``?seeds=``) live in the URL. The figures are built by :mod:`training.dashboard.plots`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ the values submitted are the ones that preview showed (a changed form is preview
 
 Other pages link here with query parameters: ``mode`` (fresh | resume | auto_resume | pretrained),
 ``checkpoint=<experiment>/<file>`` or ``experiment=<name>``. All logic is in training.launch_form.
+The form's values, mode and checkpoint survive a visit to another page (training.dashboard.widget_memory).
 """
 
 from __future__ import annotations
