@@ -34,7 +34,8 @@ import torch  # noqa: E402
 from training.checkpoint.meta import checkpoint_meta  # noqa: E402
 from training.checkpoint.sidecar import file_sha256, write_sidecar  # noqa: E402
 from training.naming import best_checkpoint_name, epoch_checkpoint_name, experiment_name  # noqa: E402
-from training.trainer import LOG_COLUMNS, LOG_NAME  # noqa: E402
+from training.naming import LOG_NAME  # noqa: E402
+from training.run_folder import LOG_COLUMNS  # noqa: E402
 
 GOAL_S = 1.0
 WARM_REPEATS = 5
