@@ -158,13 +158,17 @@ def interrupted_actions(root: Path, shown: pd.DataFrame, experiments: pd.DataFra
 
 
 def hyperparameter_view(shown: pd.DataFrame) -> None:
-    """Parallel coordinates of the shown runs' differing hyperparameters against best val EER."""
+    """Parallel coordinates of the shown runs' differing hyperparameters against best val EER; built
+    only when asked for (a toggle kept in the URL): the figure costs more than the table's rerun."""
+    if not st.toggle("Hyperparameters against best val EER", key="hparams", bind="query-params",
+                     help="Parallel coordinates: one line per run shown, coloured by its best val EER"):
+        return
     figure = hparams_figure(shown)
     if figure is None:
+        st.caption("It takes two runs shown with a validation EER.")
         return
-    with st.expander("Hyperparameters against best val EER (parallel coordinates)"):
-        st.caption("One line per run shown, coloured by its best val EER; drag along an axis to filter.")
-        st.plotly_chart(figure, key="hparams_parcoords", width="stretch")
+    st.caption("One line per run shown, coloured by its best val EER; drag along an axis to filter.")
+    st.plotly_chart(figure, key="hparams_parcoords", width="stretch")
 
 
 def selection_summary(selection: list[str]) -> None:

@@ -362,7 +362,8 @@ def test_experiments_table_leads_with_short_labels(ten_runs) -> None:
 
 def test_experiments_page_plots_hyperparameters_against_best_eer(ten_runs) -> None:
     root, names = ten_runs
-    at = open_page(root, "pages/experiments.py")
+    assert not open_page(root, "pages/experiments.py").get("plotly_chart"), "drawn only when asked for"
+    at = open_page(root, "pages/experiments.py", hparams="true")
     parcoords = [t for fig in plotly_figures(at) for t in fig["data"] if t["type"] == "parcoords"]
     assert len(parcoords) == 1
     dims = {d["label"]: d["values"] for d in parcoords[0]["dimensions"]}
