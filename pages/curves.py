@@ -6,7 +6,8 @@ with TensorBoard's debiasing) is drawn over the faded raw curve. A run resumed i
 folder continues its parent's line. Legends name runs by short labels (what tells them apart,
 training.dashboard.run_labels; the full name on hover); "Group seeds" draws runs that differ only
 in --seed as mean ± std (training.dashboard.seed_groups). Selection (``?exp=``), smoothing
-(``?smooth=``), log scale (``?log=``) and seed grouping (``?seeds=``) live in the URL. The figures are built by :mod:`training.dashboard.plots`.
+(``?smooth=``), log scale (``?log=``) and seed grouping (``?seeds=``) live in the URL. The
+figures are built by :mod:`training.dashboard.plots`.
 """
 
 from __future__ import annotations
