@@ -110,7 +110,8 @@ def details(rows: pd.DataFrame, experiment: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Metrics**")
-        st.dataframe(pd.DataFrame({"metric": list(metrics), "value": [format_metric(k, v) for k, v in metrics.items()]}),
+        values = [format_metric(k, v) for k, v in metrics.items()]
+        st.dataframe(pd.DataFrame({"metric": list(metrics), "value": values}),
                      hide_index=True, key="details_metrics")
         if info.get("lineage"):
             st.markdown("**Lineage**")

@@ -203,7 +203,8 @@ def organise_section(root: Path, selection: list[str], names: list[str]) -> None
     if saved:
         save_notes(folder, text, tags)
     if notes.updated:
-        st.caption(f"Saved {notes.updated} in `{folder / experiment_notes.NOTES_NAME}` (`--list_checkpoints` shows them).")
+        st.caption(f"Saved {notes.updated} in `{folder / experiment_notes.NOTES_NAME}` "
+                   "(`--list_checkpoints` shows them).")
     removal_buttons(root, name)
 
 
