@@ -20,11 +20,14 @@ from pages.common import (ensure_navigation, flash, follow_running, models_root,
                           selected_experiments, signed_in)
 from pages.evaluate_form import evaluate_form
 from training.dashboard import catalog, evaluation
+from training.dashboard.settings import models_root_notice
 from training.dashboard.views import (LAUNCH_PAGE, PICKER_LIMIT, bounded_options, can_fine_tune, can_resume,
-                                      checkpoint_launch_params, checkpoint_table, deletable_files, diff_targets)
+                                      checkpoint_launch_params, checkpoint_table, default_detail_file, deletable_files,
+                                      diff_targets, format_metric)
 
 PERCENT = "%.2f%%"
 PENDING_KEY = "_checkpoints_pending_delete"  # (experiment, files) awaiting confirmation
+DELETE_BOX_KEY = "delete_files"
 ROW_PICK_KEY = "_checkpoints_row_pick"  # the table row last clicked (so only a new click moves the details)
 TABLE_COLUMNS = ["file", "role", "kind", "epoch", "step_in_epoch", "train_loss", "train_eer", "val_loss",
                  "val_acc", "val_eer", "best_val_eer", "size_bytes", "modified", "complete", "protected", "reason"]
@@ -124,10 +127,11 @@ def details(rows: pd.DataFrame, experiment: str) -> None:
     """One checkpoint: actions, metrics, every argument, lineage and the rest the reader knows."""
     st.subheader("Checkpoint details")
     files = rows["file"].tolist()
+    best = default_detail_file(rows)
     files = bounded_options(files, find_text("Find a checkpoint", "ckpt_file_find", len(files)),
-                            [current_choice("ckpt_file")])
-    file = st.selectbox("Checkpoint", files, key="ckpt_file", bind="query-params",
-                        help="Or click a row of the table")
+                            [current_choice("ckpt_file"), best])
+    file = st.selectbox("Checkpoint", files, index=files.index(best) if best in files else 0, key="ckpt_file",
+                        bind="query-params", help="Or click a row of the table (opens on the best checkpoint)")
     row = rows[rows["file"] == file].iloc[0]
     launch_buttons(experiment, row)
     with st.expander("Evaluate on ...", expanded=False):
@@ -142,7 +146,8 @@ def details(rows: pd.DataFrame, experiment: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Metrics**")
-        st.dataframe(pd.DataFrame({"metric": list(metrics), "value": [str(v) for v in metrics.values()]}),
+        values = [format_metric(k, v) for k, v in metrics.items()]
+        st.dataframe(pd.DataFrame({"metric": list(metrics), "value": values}),
                      hide_index=True, key="details_metrics")
         if info.get("lineage"):
             st.markdown("**Lineage**")
@@ -201,12 +206,21 @@ def confirm_delete(root: Path, experiment: str, files: list[str], total_bytes: i
             flash("error", str(exc))
         else:
             flash("success", f"Deleted {', '.join(deleted)}.")
-            st.session_state.pop("delete_files", None)
         cancel_delete()
         st.rerun()
     if right.button("Cancel", key="cancel_delete"):
         cancel_delete()
         st.rerun()
+
+
+def drop_vanished_choices(deletable: list[str]) -> None:
+    """Take files no longer offered (deleted here, by retention, or now protected) out of the
+    delete box. Set through session state, not popped: only a value set so reaches the browser,
+    which otherwise keeps showing the deleted file while the page counts nothing chosen."""
+    chosen = st.session_state.get(DELETE_BOX_KEY) or []
+    kept = [f for f in chosen if f in deletable]
+    if kept != list(chosen):
+        st.session_state[DELETE_BOX_KEY] = kept
 
 
 def delete_section(root: Path, experiment: str, rows: pd.DataFrame) -> None:
@@ -219,9 +233,10 @@ def delete_section(root: Path, experiment: str, rows: pd.DataFrame) -> None:
     if not deletable:
         st.caption("No intermediate checkpoint to delete.")
         return
+    drop_vanished_choices(deletable)
     deletable = bounded_options(deletable, find_text("Find checkpoints to delete", "delete_find", len(deletable)),
-                                st.session_state.get("delete_files") or [])
-    files = st.multiselect("Intermediate checkpoints to delete", deletable, key="delete_files")
+                                st.session_state.get(DELETE_BOX_KEY) or [])
+    files = st.multiselect("Intermediate checkpoints to delete", deletable, key=DELETE_BOX_KEY)
     if st.button("Delete selected…", disabled=not files, key="delete"):
         if signed_in():
             st.session_state[PENDING_KEY] = (experiment, list(files))
@@ -241,9 +256,12 @@ ensure_navigation()
 root = models_root()
 page_title("Checkpoints")
 names = load_names(root)
-if not names:
+root_notice = models_root_notice(root) if not names else None
+if root_notice:
+    getattr(st, root_notice[0])(root_notice[1])
+if not names and (root_notice is None or root_notice[0] != "error"):
     st.info(f"No experiments under `{root}` yet: the **Experiments** page shows how to start one.")
-else:
+elif names:
     experiment = pick_experiment(names)
     checkpoints = load_checkpoints(root)
     rows = checkpoint_table(checkpoints, experiment, catalog.protected_checkpoints(root, experiment))

@@ -18,7 +18,7 @@ from pathlib import Path
 import streamlit as st
 
 from training.dashboard import access as dashboard_access
-from training.dashboard.settings import resolve_models_root
+from training.dashboard.settings import models_root_notice, resolve_models_root
 
 MODELS_ROOT_KEY = "models_root"
 SELECTION_PARAM = "exp"
@@ -99,6 +99,9 @@ def sidebar_models_root() -> Path:
     models_root()  # seed the session value before the widget takes it over
     st.sidebar.text_input("Models root", key=MODELS_ROOT_KEY,
                           help="Folder holding one sub-folder per experiment (the trainer's --models_root).")
+    notice = models_root_notice(models_root())  # a mistyped root must not look like an empty one
+    if notice:
+        getattr(st.sidebar, notice[0])(notice[1])
     return models_root()
 
 

@@ -3,8 +3,11 @@ selected experiments, overlaid (one colour per experiment, the same in every cha
 
 The best epoch of each run is starred; EER charts can use a log axis; optional smoothing (EMA
 with TensorBoard's debiasing) is drawn over the faded raw curve. A run resumed into another
-folder continues its parent's line. Selection (``?exp=``), smoothing (``?smooth=``) and log scale
-(``?log=``) live in the URL. The figures are built by :mod:`training.dashboard.plots`.
+folder continues its parent's line. Legends name runs by short labels (what tells them apart,
+training.dashboard.run_labels; the full name on hover); "Group seeds" draws runs that differ only
+in --seed as mean ± std (training.dashboard.seed_groups). Selection (``?exp=``), smoothing
+(``?smooth=``), log scale (``?log=``) and seed grouping (``?seeds=``) live in the URL. The
+figures are built by :mod:`training.dashboard.plots`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from pages.common import (ensure_navigation, follow_running, models_root, page_t
                           set_selected_experiments)
 from training.dashboard import catalog, story
 from training.dashboard.plots import MAX_SMOOTHING, experiment_colors
+from training.dashboard.run_labels import short_labels
+from training.dashboard.seed_groups import band_figures, experiment_args, seed_groups
+from training.dashboard.settings import models_root_notice
 from training.dashboard.steps import step_history
 
 PICKER_KEY = "curves_picker"  # not bound to the URL: the selection is ``?exp=`` (pages/common.py)
@@ -58,15 +64,24 @@ def picker(all_names: list[str], selection: list[str]) -> list[str]:
     return chosen
 
 
-def display_options() -> tuple[float, bool, str]:
-    """Smoothing weight, log scale and the x axis, all kept in the URL."""
+def display_options() -> tuple[float, bool, str, bool]:
+    """Smoothing weight, log scale, the x axis and seed grouping, all kept in the URL."""
     left, right, axis_column = st.columns([3, 1, 2])
     axis = axis_column.segmented_control("x axis", story.AXES, default="epoch", required=True, key="x", bind="query-params",
                                          help="Epochs, training steps (from the step log) or wall-clock time")
     smoothing = left.slider("Smoothing", 0.0, MAX_SMOOTHING, 0.0, 0.01, key="smooth", bind="query-params",
                             help="Exponential moving average with TensorBoard's debiasing; the raw curve stays, faded.")
     log_eer = right.toggle("Log scale (EER)", key="log", bind="query-params")
-    return float(smoothing), bool(log_eer), axis or "epoch"
+    group_seeds = right.toggle("Group seeds (mean ± std)", key="seeds", bind="query-params",
+                               help="Runs whose settings differ only in --seed (and comment) become one line with a band")
+    return float(smoothing), bool(log_eer), axis or "epoch", bool(group_seeds)
+
+
+def draw_grid(figures: list[tuple[str, object]]) -> None:
+    for row in range(0, len(figures), 2):
+        for column, (key, figure) in zip(st.columns(2), figures[row:row + 2]):
+            with column:
+                st.plotly_chart(figure, key=key, width="stretch")
 
 
 def missing_notice(histories: dict[str, pd.DataFrame], all_names: list[str]) -> None:
@@ -86,22 +101,25 @@ def lineage_notice(histories: dict[str, pd.DataFrame]) -> None:
 
 
 def charts_view(root: Path, chosen: list[str], all_names: list[str], smoothing: float, log_eer: bool,
-                axis: str) -> None:
+                axis: str, group_seeds: bool) -> None:
     """The charts, re-drawn by follow_running while a run trains (only changed logs are re-read):
     the metric charts, then the run's story (lr, epoch time, the loss per logged step), with
-    markers where a run was resumed or changed hyperparameters."""
+    markers where a run was resumed or changed hyperparameters; or, grouping seeds, mean ± std
+    bands. Legends name runs by what tells them apart (run_labels); hover shows the full name."""
     histories = load_histories(root, chosen, all_names)
     missing_notice(histories, all_names)
     lineage_notice(histories)
     plotted = {n: h for n, h in histories.items() if not h.empty}
+    labels = short_labels(list(plotted))
+    if group_seeds and plotted:
+        groups = seed_groups(list(plotted), {n: experiment_args(root, n) for n in plotted}, labels)
+        draw_grid([(f"band_{i}", fig) for i, fig in enumerate(band_figures(groups, plotted))])
+        return
     steps = {n: step_history(root, n) for n in chosen if n in set(all_names)}
     steps = {n: f for n, f in steps.items() if len(f)}
     colors = experiment_colors([*plotted, *chosen])  # the metric charts colour the plotted runs in this order
-    figures, step_figure, markers = story.curves_figures(plotted, steps, smoothing, log_eer, axis, colors)
-    for row in range(0, len(figures), 2):
-        for column, (key, figure) in zip(st.columns(2), figures[row:row + 2]):
-            with column:
-                st.plotly_chart(figure, key=f"chart_{key}", width="stretch")
+    figures, step_figure, markers = story.curves_figures(plotted, steps, smoothing, log_eer, axis, colors, labels)
+    draw_grid([(f"chart_{key}", figure) for key, figure in figures])
     if step_figure is not None:
         st.plotly_chart(step_figure, key="chart_steps", width="stretch")
     if axis == "step" and set(plotted) - set(steps):
@@ -116,10 +134,13 @@ ensure_navigation()
 root = models_root()
 page_title("Curves")
 all_names = load_names(root)
+root_notice = models_root_notice(root) if not all_names else None
+if root_notice:
+    getattr(st, root_notice[0])(root_notice[1])
 chosen = picker(all_names, selected_experiments())
 if not chosen:
     st.info("Select experiments above, or pick rows in the table of the **Experiments** page; "
             "the selection is kept in the URL, so the link shows the same comparison.")
 else:
-    smoothing, log_eer, axis = display_options()
-    follow_running(charts_view, root, root, chosen, all_names, smoothing, log_eer, axis)
+    smoothing, log_eer, axis, group_seeds = display_options()
+    follow_running(charts_view, root, root, chosen, all_names, smoothing, log_eer, axis, group_seeds)

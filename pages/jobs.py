@@ -17,6 +17,7 @@ from training import jobs
 from training.dashboard import catalog
 from training.dashboard.job_status import (RESUMABLE_STATES, format_duration, job_label, job_progress, jobs_frame,
                                            progress_line, resume_params, visible_jobs)
+from training.dashboard.log_view import LOG_VIEW_LINES, log_tail
 
 # --- constants ----------------------------------------------------------------------------------
 REFRESH_S = 2.0          # how often the table and the selected job re-read the registry and log
@@ -117,9 +118,19 @@ def job_detail(root: str, job_id: int) -> None:
     st.code(job.command, language="bash", wrap_lines=True)
     if job.is_active:
         stop_controls(root, job)
-    st.caption(f"Log (last {LOG_TAIL_BYTES // 1024} KiB, {job.log_path})")
-    st.code(jobs.tail_log(root, job.id, LOG_TAIL_BYTES) or "(no output yet)", language=None, height=400,
-            wrap_lines=True)
+    log_box(root, job)
+
+
+def log_box(root: str, job: jobs.Job) -> None:
+    """The newest lines in a box that fits them (in view without scrolling); the rest of the tail
+    in an expander."""
+    text = jobs.tail_log(root, job.id, LOG_TAIL_BYTES)
+    shown, earlier = log_tail(text)
+    st.caption(f"Log: the last {LOG_VIEW_LINES} lines, newest at the bottom ({job.log_path})")
+    st.code(shown or "(no output yet)", language=None, wrap_lines=True)
+    if earlier:
+        with st.expander(f"Earlier output ({earlier} more lines, last {LOG_TAIL_BYTES // 1024} KiB in all)"):
+            st.code(text, language=None, wrap_lines=True)
 
 
 @st.fragment(run_every=REFRESH_S)

@@ -8,6 +8,7 @@ the values submitted are the ones that preview showed (a changed form is preview
 
 Other pages link here with query parameters: ``mode`` (fresh | resume | auto_resume | pretrained),
 ``checkpoint=<experiment>/<file>`` or ``experiment=<name>``. All logic is in training.launch_form.
+The form's values, mode and checkpoint survive a visit to another page (training.dashboard.widget_memory).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pages.common import ensure_navigation, models_root, page_title, refusal, si
 from pages.evaluate_form import evaluate_form
 from training.dashboard import catalog
 from training.dashboard import launch_form as lf
+from training.dashboard import widget_memory
 from training.config import Option
 from training.jobs import MODES, NEEDS_CHECKPOINT, JobConflict
 
@@ -34,6 +36,7 @@ DEFAULTS_SOURCE_KEY = "launch_defaults_source"  # whose args the fields were las
 URL_SEEN_KEY = "launch_url_seen"                # the query parameters already applied
 PREVIEWED_KEY = "launch_previewed"              # fingerprint of the run the page last showed
 RESULT_KEY = "launch_result"                    # (kind, message, job id) of the last submit
+MEMORY_KEY = "_launch_form_memory"              # the widgets' values, kept while the page is not shown
 URL_PARAMS = ("mode", "checkpoint", "experiment")
 JOBS_PAGE = "pages/jobs.py"
 FIELDS_PER_ROW = 4
@@ -51,6 +54,11 @@ def load_checkpoints(root: str) -> pd.DataFrame:
 
 def field_key(name: str) -> str:
     return FIELD_PREFIX + name
+
+
+def remembered_keys() -> list[str]:
+    """Every widget of the page whose value must survive a visit to another page."""
+    return [MODE_KEY, CHECKPOINT_KEY, EXPERIMENT_KEY, *(field_key(name) for name in lf.FIELDS_BY_NAME)]
 
 
 def apply_url(choices: list[lf.CheckpointChoice]) -> list[str]:
@@ -191,6 +199,7 @@ page_title("Launch a training run")
 root = str(models_root())
 checkpoints = load_checkpoints(root)
 choices = lf.checkpoint_choices(checkpoints)
+widget_memory.restore(st.session_state, MEMORY_KEY, remembered_keys())  # before apply_url: a new link wins
 for problem in apply_url(choices):
     st.error(problem)
 
@@ -235,6 +244,7 @@ with st.form("launch_form", border=True):
     preview_col, launch_col, _ = st.columns([2, 1, 4])
     preview_clicked = preview_col.form_submit_button("Update preview")
     launch_clicked = launch_col.form_submit_button("Launch", type="primary")
+widget_memory.remember(st.session_state, MEMORY_KEY, remembered_keys())
 
 plan = lf.plan_launch(root, mode, raw_values, checkpoint, stored if checkpoint is not None else None,
                       checkpoints)

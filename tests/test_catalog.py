@@ -162,7 +162,8 @@ def test_original_formats_and_problem_files(legacy):
     assert evil["kind"] == "unsafe" and "system" in evil["reason"] and evil["role"] == "other"
     assert not (legacy.parent / "PWNED").exists()
     weights = frame.loc["epoch_3.pth"]
-    assert (weights["kind"], weights["role"], weights["epoch"]) == ("legacy", "epoch", 3)  # epoch: its name
+    # epoch: completed epochs its name states (the original script's names count from 0)
+    assert (weights["kind"], weights["role"], weights["epoch"]) == ("legacy", "epoch", 4)
     assert frame.loc["best_model_eer.pth", "kind"] == "legacy"
     # the catalog's one-read listing follows the reader's rule exactly
     for folder in (legacy / GUIDE, legacy / BASELINE):
@@ -220,7 +221,8 @@ def test_original_format_experiments(legacy):
     assert (baseline["model_type"], baseline["track"], baseline["loss"], baseline["num_epochs"],
             baseline["batch_size"], baseline["lr"], baseline["comment"], baseline["group_size"]) == \
         ("baseline", "LA", "CCE", 100, 16, 1e-06, "x", None)
-    assert (baseline["epochs_done"], baseline["status"], baseline["checkpoints"]) == (3, "interrupted", 2)
+    # epoch_3.pth: the original script's 0-based loop index, so 4 epochs done
+    assert (baseline["epochs_done"], baseline["status"], baseline["checkpoints"]) == (4, "interrupted", 2)
     empty = frame.loc["empty_experiment"]
     assert (empty["status"], empty["checkpoints"], empty["size_bytes"]) == ("empty", 0, 0)
     assert empty["model_type"] is None and pd.isna(empty["epochs_done"]) and empty["val_eer_history"] == []

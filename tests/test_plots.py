@@ -56,8 +56,9 @@ def test_figures_overlay_experiments_with_one_colour_each_and_mark_the_best_epoc
     for chart in charts:  # the same colour for an experiment in every chart
         colours = {t.meta["experiment"]: t.line.color for t in chart.figure.data if t.meta["role"] == "raw"}
         assert colours == {"a": PALETTE[0], "b": PALETTE[1]}
-    acc_best = [t for t in charts[1].figure.data if t.meta["role"] == "best" and t.meta["experiment"] == "a"][0]
-    assert list(acc_best.x) == [2] and list(acc_best.y) == [80.0]  # the best-EER epoch on every chart
+    # the best-EER star only on EER charts (issue 16: on the loss chart it sat on the worst loss)
+    assert [c.spec.key for c in charts if any(t.meta["role"] == "best" for t in c.figure.data)] == \
+        [c.spec.key for c in charts if c.spec.is_eer]
     loss = {(t.meta["column"], t.line.dash) for t in charts[2].figure.data if t.meta["role"] == "raw"}
     assert loss == {("val_loss", "solid"), ("train_loss", "dash")}
 

@@ -38,6 +38,7 @@ from training import distributed
 from training.config import (DEFAULTS, EVALUATION_OPTIONS, OPTIONS, UsageError, check_attention_model, typed_args,
                              validate_options)
 from training.naming import NAME_KEYS, experiment_dir, experiment_name, parse_experiment_name
+from training.run_checks import check_data_source, unusual_values
 from training.runs import check_combinations, hyperparameter_warnings, keys_from_checkpoint, merge_checkpoint_args
 
 EXIT_ERROR = 1
@@ -95,6 +96,7 @@ def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), ver
     verification show as damaged; ``verify`` hashes every file first (and marks or clears)."""
     from training.checkpoint.meta import format_checkpoint_listing, list_checkpoint_files
     from training.checkpoint.pool import read_listed_infos
+    from training.experiment_notes import notes_lines
 
     folder = experiment_dir(args)
     if not folder.is_dir():
@@ -110,6 +112,8 @@ def list_checkpoints(args: dict[str, Any], explicit: set[str] = frozenset(), ver
     damaged = _verify_files(files) if verify else None
     infos = read_listed_infos(files)  # many files without sidecars: the reader processes
     print(format_checkpoint_listing(folder, infos))
+    for line in notes_lines(folder):  # the user's notes and tags, set on the Experiments page
+        print(line)
     if damaged is not None:
         print(f"Verified {len(files)} checkpoint file(s): "
               + (f"{len(damaged)} damaged ({', '.join(p.name for p in damaged)})" if damaged else "all intact"))
@@ -273,6 +277,9 @@ def checked_plan(args: dict[str, Any], explicit: set[str]) -> tuple[dict[str, An
     # A checkpoint's stored values name the folder (and the model) now: the same rule applies.
     validate_options({**{k: effective.get(k) for k in NAMING_KEYS},
                       "visualize_attention": effective.get("visualize_attention")})
+    check_data_source(effective)  # the Launch form and the jobs API apply it too
+    for warning in unusual_values(effective):
+        print(f"Warning: {warning}", file=sys.stderr)
     state_disk_needs(effective, plan)
     return effective, plan
 

@@ -19,6 +19,7 @@ CHECKPOINT_SUFFIX = ".pth"
 LOG_NAME = "training_log.csv"  # a run's per-epoch log, in its experiment folder
 STEPS_LOG_NAME = "training_steps.csv"  # its step-level log (--log_every_steps), next to it
 ARCHIVE_DIRNAME = "archive"  # <experiment>/archive/<time>/: what a fresh start moved aside
+NOTES_NAME = "notes.json"  # <experiment>/notes.json: the user's notes and tags (training.experiment_notes)
 JOBS_DIRNAME = ".jobs"  # <models_root>/.jobs/: the jobs registry and the jobs' logs
 EVAL_DIRNAME = "eval"  # <checkpoint folder>/eval/: --eval's default score files and their metrics.json
 ATTENTION_DIRNAME = "attention"  # <experiment>/attention/epoch_N/: --visualize_attention's output
@@ -80,6 +81,15 @@ class CheckpointName:
     epoch: int | None
     comment: str | None
     legacy_name: bool  # epoch_N.pth / best_model_eer.pth: the original script's names
+
+    @property
+    def completed_epochs(self) -> int | None:
+        """Epochs done when the file was written. Our ``checkpoint_epoch_N`` holds the state after
+        epoch N (1-based); the original script saved ``epoch_{epoch}.pth`` with its 0-based loop
+        index, so its ``epoch_N.pth`` holds N + 1 completed epochs (``epoch_0.pth``: one)."""
+        if self.epoch is None:
+            return None
+        return self.epoch + 1 if self.legacy_name else self.epoch
 
 
 _FILE_PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = (

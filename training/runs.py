@@ -27,6 +27,7 @@ from typing import Any
 
 from training.config import (ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, LAUNCH_OPTIONS, OPTIONS, OPTIONS_BY_NAME,
                              UsageError, option_text, validate_options)
+from training.run_checks import check_data_source
 
 # --- start modes ------------------------------------------------------------------------------
 
@@ -158,6 +159,7 @@ def check_run_args(mode: str, args: Mapping[str, Any], models_root: Path | str |
     if mode not in NEEDS_CHECKPOINT and has_path:
         raise ValueError(f"{mode} takes no model_path; use mode 'resume' or 'pretrained'")
     validate_options({**args, "models_root": models_root or args.get("models_root")})
+    check_data_source(args)
 
 
 def run_flags(mode: str, args: Mapping[str, Any]) -> list[str]:

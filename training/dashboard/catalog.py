@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from training import experiment_notes
 from training.checkpoint import resumable
 from training.checkpoint.fsutil import sidecar_path
 from training.checkpoint.meta import read_checkpoint_info
@@ -65,7 +66,7 @@ HYPERPARAMETER_KEYS: dict[str, str] = {
 EXPERIMENT_COLUMNS = (
     "name", "path", *HYPERPARAMETER_KEYS, "epochs_done", "best_val_eer", "best_epoch",
     "latest_val_eer", "latest_val_acc", "val_eer_history", "checkpoints", "size_bytes", "modified",
-    "status", "has_lineage", "lineage_mode", "parent_experiment", "parent_epoch",
+    "status", "has_lineage", "lineage_mode", "parent_experiment", "parent_epoch", "tags",
 )
 
 
@@ -135,6 +136,7 @@ def _experiment_row(root: Path, name: str, checkpoints: list[ScannedCheckpoint])
         "has_lineage": bool(lineage), "lineage_mode": lineage.get("mode"),
         "parent_experiment": lineage.get("parent_experiment"),
         "parent_epoch": as_epoch(lineage.get("parent_epoch")),
+        "tags": experiment_notes.tags_text(exp_dir),  # notes.json is replaced by a rename: the memo sees it
     }
     paths = folder_memo.watched_paths(str(exp_dir), subdirs, LOG_NAME, LOCK_NAME)
     return folder_memo.FolderEntry(folder_memo.key_of(paths), paths, (), row,
@@ -145,6 +147,7 @@ _EXPERIMENT_DTYPES = {
     "name": "str", "path": "str", "epochs_done": "Int64", "best_val_eer": "float64", "best_epoch": "Int64",
     "latest_val_eer": "float64", "latest_val_acc": "float64", "checkpoints": "Int64", "size_bytes": "int64",
     "modified": "datetime", "status": "str", "has_lineage": "bool", "parent_epoch": "Int64",
+    "tags": "str",
 }
 
 
@@ -229,7 +232,7 @@ def checkpoint_details(path: Path | str, verify: bool = False) -> dict[str, Any]
     problem = verify_checkpoint(path) if verify else None
     info = read_checkpoint_info(path, with_history=True)  # one file, with an old file's history
     named = parse_checkpoint_name(path.name)
-    ck = ScannedCheckpoint(path, info, named.role, named.epoch, None)
+    ck = ScannedCheckpoint(path, info, named.role, named.completed_epochs, None)
     details = info.to_dict()
     side = sidecar_path(path)
     details.update(

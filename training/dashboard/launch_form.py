@@ -31,6 +31,7 @@ from training import jobs
 from training.config import (ACTION_OPTIONS, DEFAULTS, EVALUATION_OPTIONS, LAUNCH_OPTIONS, OPTIONS, Option, UsageError,
                              coerce, validate_options)
 from training.naming import experiment_name, parse_experiment_name
+from training.run_checks import check_data_source, unusual_values
 from training.dashboard.views import RESUMABLE_KINDS, WEIGHT_KINDS, newest_resumable
 from training.runs import (MODES, NEEDS_CHECKPOINT, NOT_STORED, PREDATED_VALUES, RESERVED_OPTIONS, check_combinations,
                            command_line, hyperparameter_differences, keys_from_checkpoint, merge_checkpoint_args,
@@ -284,6 +285,11 @@ def plan_launch(models_root: Path | str, mode: str, raw_values: Mapping[str, Any
         validate_options({**effective, "models_root": str(models_root)})
     except UsageError as exc:
         errors.append(str(exc))
+    try:  # the data set's files, and values legal but unusual: the CLI's rules too
+        check_data_source(effective)
+    except UsageError as exc:
+        errors.append(str(exc))
+    warnings.extend(unusual_values(effective))
     try:
         check_combinations({**effective, **mode_flags(mode),
                             # a missing checkpoint is reported above, in the form's words

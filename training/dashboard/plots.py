@@ -134,14 +134,26 @@ def _hover(label: str, percent: bool) -> str:
     return f"%{{customdata}}<br>epoch %{{x}}<br>{label} {value}<extra></extra>"
 
 
+# A compact legend: one short entry per run, in a narrow column right of the plot (below it, the
+# legend covered the x-axis title and, with 10 runs, most of the chart).
+COMPACT_LEGEND = dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", font=dict(size=10),
+                      itemwidth=30, tracegroupgap=2, bgcolor="rgba(255,255,255,0)")
+
+
 def metric_figure(spec: ChartSpec, histories: Mapping[str, pd.DataFrame], colors: Mapping[str, str],
-                  smoothing: float = 0.0, log_y: bool = False) -> go.Figure:
+                  smoothing: float = 0.0, log_y: bool = False,
+                  labels: Mapping[str, str] | None = None) -> go.Figure:
     """One chart: every experiment's series overlaid, best epochs starred.
 
     Each experiment is a legend group (clicking its name hides its raw, smoothed and best-epoch
     traces together). With ``smoothing`` > 0 the raw curve is drawn faded and the smoothed one
-    over it; hover names the folder the point came from, the epoch and the value.
+    over it; hover names the folder the point came from, the epoch and the value. ``labels``: the
+    legend's name per experiment (short labels, training.dashboard.run_labels); the full folder
+    name stays in the hover. One legend entry per experiment (the loss chart's line styles are
+    told by its title), the best epoch starred on EER charts only (on a loss chart the lowest
+    EER's epoch is no "best" point), and a chart with no finished epoch says so on sane axes.
     """
+    labels = labels or {}
     fig = go.Figure()
     for name, history in histories.items():
         if history is None or history.empty:
@@ -155,10 +167,10 @@ def metric_figure(spec: ChartSpec, histories: Mapping[str, pd.DataFrame], colors
             y = pd.to_numeric(df[series.column], errors="coerce")
             if y.notna().sum() == 0:
                 continue
-            trace_name = name if len(spec.series) == 1 else f"{name} · {series.label}"
-            # one legend entry per experiment (per series on the loss chart), on the line drawn
-            # solid: the smoothed one when smoothing, else the raw one
-            in_legend = i == 0 or len(spec.series) > 1
+            trace_name = labels.get(name, name) if i == 0 else f"{labels.get(name, name)} · {series.label}"
+            # one legend entry per experiment, on its first series' line drawn solid: the
+            # smoothed one when smoothing, else the raw one
+            in_legend = i == 0
             line = dict(color=color, dash=series.dash)
             hover = _hover(series.label, spec.percent)
             epochs, values = df["epoch"].to_numpy(), y.to_numpy(float)  # arrays: plotly encodes them whole
@@ -176,7 +188,7 @@ def metric_figure(spec: ChartSpec, histories: Mapping[str, pd.DataFrame], colors
                     meta={"experiment": name, "column": series.column, "role": "smoothed"}))
         best = best_epoch_row(df)
         main = spec.series[0].column
-        if best is not None and main in df and pd.notna(pd.to_numeric(best[main], errors="coerce")):
+        if spec.is_eer and best is not None and main in df and pd.notna(pd.to_numeric(best[main], errors="coerce")):
             fig.add_trace(go.Scatter(
                 x=[best["epoch"]], y=[float(best[main])], mode="markers", name=f"{name} best epoch",
                 legendgroup=name, showlegend=False, marker=dict(color=color, **BEST_MARKER),
@@ -184,8 +196,10 @@ def metric_figure(spec: ChartSpec, histories: Mapping[str, pd.DataFrame], colors
                 hovertemplate=_hover(f"best epoch · {spec.series[0].label}", spec.percent),
                 meta={"experiment": name, "column": main, "role": "best"}))
     fig.update_layout(title=spec.title, xaxis_title="epoch", yaxis_title=spec.y_title, hovermode="closest",
-                      legend=dict(orientation="h", yanchor="top", y=-0.2), margin=dict(t=50, b=10),
-                      height=420)
+                      legend=COMPACT_LEGEND, margin=dict(t=50, b=10, r=10), height=420)
+    if not fig.data:  # plotly's empty axes run from -1: show epoch 1 on, and why there is no line
+        fig.update_xaxes(range=[1, 2])
+        fig.add_annotation(text="No finished epoch yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     last_epoch = max((max(t.x) for t in fig.data if t.x is not None and len(t.x)), default=0)
     # whole epochs only: with few epochs plotly would put ticks at 1.5 and print them as "1", "2"
     fig.update_xaxes(tickformat="d", dtick=1 if last_epoch <= SMALL_EPOCH_COUNT else None)
@@ -195,11 +209,12 @@ def metric_figure(spec: ChartSpec, histories: Mapping[str, pd.DataFrame], colors
 
 
 def curve_figures(histories: Mapping[str, pd.DataFrame], smoothing: float = 0.0,
-                  log_eer: bool = False) -> list[Chart]:
+                  log_eer: bool = False, labels: Mapping[str, str] | None = None) -> list[Chart]:
     """Every chart of the Curves page for these experiments (in the order given).
 
     ``log_eer`` puts the EER charts on a log axis (epochs with EER 0 then have no point there).
     """
     colors = experiment_colors(list(histories))
-    return [Chart(spec, metric_figure(spec, histories, colors, smoothing, log_y=log_eer and spec.is_eer))
+    return [Chart(spec, metric_figure(spec, histories, colors, smoothing, log_y=log_eer and spec.is_eer,
+                                      labels=labels))
             for spec in CHARTS]

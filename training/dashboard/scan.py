@@ -217,7 +217,7 @@ class ScannedCheckpoint:
     path: Path
     info: CheckpointInfo
     role: str
-    name_epoch: int | None
+    name_epoch: int | None  # completed epochs the name states (CheckpointName.completed_epochs)
     signature: Signature  # what the cache keyed the info by
 
     @property
@@ -226,7 +226,8 @@ class ScannedCheckpoint:
 
     @property
     def epoch(self) -> int | None:
-        """The epoch inside the file; for weights-only files, the one their name states."""
+        """The epoch inside the file; for weights-only files, the completed epochs their name
+        states (the original script's ``epoch_3.pth`` is 4 epochs done)."""
         if self.info.epoch is not None:
             return self.info.epoch
         return self.name_epoch if self.readable else None
@@ -281,7 +282,7 @@ def all_checkpoints(root: Path, listings: list[tuple[str, Listing]]) -> dict[str
         checkpoints = out[name] = []
         for (file, sig), info in zip(listing, infos):
             named = _parsed_name(file)
-            checkpoints.append(ScannedCheckpoint(info.path, info, named.role, named.epoch, sig))
+            checkpoints.append(ScannedCheckpoint(info.path, info, named.role, named.completed_epochs, sig))
         _INFO_CACHE.prune_folder(os.path.join(root, name), {path for path, _ in folder_files})
     return out
 

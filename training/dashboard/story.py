@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from training.dashboard.plots import curve_figures
+from training.dashboard.plots import COMPACT_LEGEND, curve_figures
 from training.naming import parse_experiment_name
 
 AXES = ("epoch", "step", "time")
@@ -267,18 +267,29 @@ def step_loss_figure(steps: Mapping[str, pd.DataFrame], colors: Mapping[str, str
 # --- the Curves page's figures ----------------------------------------------------------------------
 
 def _epoch_figures(plotted: Mapping[str, pd.DataFrame], smoothing: float, log_eer: bool, axis: str,
-                   per_epoch: Mapping[str, int], markers: list[Marker],
-                   colors: Mapping[str, str]) -> list[tuple[str, go.Figure]]:
-    figures = [(chart.spec.key, chart.figure) for chart in curve_figures(plotted, smoothing, log_eer)]
-    figures += [("lr", lr_figure(plotted, colors)), ("epoch_time", epoch_time_figure(plotted, colors))]
+                   per_epoch: Mapping[str, int], markers: list[Marker], colors: Mapping[str, str],
+                   labels: Mapping[str, str]) -> list[tuple[str, go.Figure]]:
+    figures = [(chart.spec.key, chart.figure) for chart in curve_figures(plotted, smoothing, log_eer, labels=labels)]
+    story = [("lr", lr_figure(plotted, colors)), ("epoch_time", epoch_time_figure(plotted, colors))]
+    figures += [(key, short_legend(figure, labels)) for key, figure in story]
     for _, figure in figures:
         use_x_axis(figure, axis, plotted, per_epoch)
         add_markers(figure, markers, axis, per_epoch, colors)
     return figures
 
 
+def short_legend(figure: go.Figure, labels: Mapping[str, str]) -> go.Figure:
+    """Legend entries named by the runs' short labels (training.dashboard.run_labels), in the
+    metric charts' compact legend; each trace's hover keeps the full folder name."""
+    for trace in figure.data:
+        experiment = (trace.meta or {}).get("experiment") if isinstance(trace.meta, dict) else None
+        if experiment in labels:
+            trace.name = labels[experiment]
+    return figure.update_layout(legend=COMPACT_LEGEND)
+
+
 def curves_figures(plotted: Mapping[str, pd.DataFrame], steps: Mapping[str, pd.DataFrame], smoothing: float,
-                   log_eer: bool, axis: str, colors: Mapping[str, str]
+                   log_eer: bool, axis: str, colors: Mapping[str, str], labels: Mapping[str, str] | None = None
                    ) -> tuple[list[tuple[str, go.Figure]], go.Figure | None, list[Marker]]:
     """Everything the Curves page draws: (key, figure) of the per-epoch charts (metrics, lr, epoch
     time), the step-loss figure (None without step logs) and the markers, each figure built once
@@ -286,9 +297,10 @@ def curves_figures(plotted: Mapping[str, pd.DataFrame], steps: Mapping[str, pd.D
     only the step chart."""
     per_epoch = steps_per_epoch(steps)
     markers = story_markers(plotted, steps)
-    shown = repr((smoothing, log_eer, axis, markers, dict(colors), per_epoch))
+    labels = dict(labels or {})
+    shown = repr((smoothing, log_eer, axis, markers, dict(colors), per_epoch, labels))
     figures = cached("epochs" + shown + frames_signature(plotted),
-                     lambda: _epoch_figures(plotted, smoothing, log_eer, axis, per_epoch, markers, colors))
+                     lambda: _epoch_figures(plotted, smoothing, log_eer, axis, per_epoch, markers, colors, labels))
     step_figure = cached("steps" + shown + frames_signature(steps), lambda: add_markers(
-        step_loss_figure(steps, colors, axis), markers, axis, per_epoch, colors)) if steps else None
+        short_legend(step_loss_figure(steps, colors, axis), labels), markers, axis, per_epoch, colors)) if steps else None
     return figures, step_figure, markers

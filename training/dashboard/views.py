@@ -25,14 +25,15 @@ LAUNCH_PAGE = "pages/launch.py"
 
 def filter_experiments(experiments: pd.DataFrame, text: str = "", model_types: Iterable[str] = (),
                        tracks: Iterable[str] = (), statuses: Iterable[str] = ()) -> pd.DataFrame:
-    """Rows whose name or comment contains ``text`` (case-insensitive) and whose model type,
+    """Rows whose name, comment or tags contain ``text`` (case-insensitive) and whose model type,
     track and status are among those given (an empty choice means any)."""
     keep = pd.Series(True, index=experiments.index)
     text = text.strip().lower()
     if text:
         haystack = experiments["name"].astype(str).str.lower()
-        if "comment" in experiments:
-            haystack = haystack + " " + experiments["comment"].fillna("").astype(str).str.lower()
+        for column in ("comment", "tags"):  # tags: the Experiments page adds them (notes.json)
+            if column in experiments:
+                haystack = haystack + " " + experiments[column].fillna("").astype(str).str.lower()
         keep &= haystack.str.contains(text, regex=False)
     for column, wanted in (("model_type", model_types), ("track", tracks), ("status", statuses)):
         wanted = list(wanted)
@@ -209,3 +210,47 @@ def diff_targets(checkpoints: pd.DataFrame) -> dict[str, Path]:
                                   key=lambda r: (r[0], checkpoint_sort_key(r[1]))):
         files[f"{exp}/{file}"] = Path(path)
     return {**experiments, **files}
+
+
+def default_detail_file(table: pd.DataFrame) -> str | None:
+    """The checkpoint whose details a page opens with: the best checkpoint file, else the epoch of
+    the lowest validation EER, else the newest (last) file; None for an empty table."""
+    if table.empty:
+        return None
+    best = table[table["role"] == "best"]
+    if len(best):
+        return str(best["file"].iloc[0])
+    eer = pd.to_numeric(table.get("val_eer", pd.Series(dtype=float)), errors="coerce")
+    if eer.notna().any():
+        return str(table.loc[eer.idxmin(), "file"])
+    return str(table["file"].iloc[-1])
+
+
+PERCENT_WORDS = ("eer", "acc")  # metrics stored in percent (the guide's EER and accuracy)
+
+
+def format_metric(name: str, value: Any) -> str:
+    """A metric as the tables show it: EER and accuracy as ``29.69 %``, losses and other numbers
+    with 4 decimals, anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) and not any(w in name.lower() for w in PERCENT_WORDS):
+        return str(value)
+    if any(w in name.lower() for w in PERCENT_WORDS):
+        return f"{float(value):.2f} %"
+    return f"{float(value):.4f}"
+
+
+def continued_in(experiments: pd.DataFrame, name: str) -> list[str]:
+    """Experiments that resumed ``name`` into their own folder from its latest epoch (or later):
+    the run goes on there, so continuing ``name`` itself would fork it. Uses the scan's lineage
+    columns (``lineage_mode``, ``parent_experiment``, ``parent_epoch``, ``epochs_done``)."""
+    needed = {"name", "lineage_mode", "parent_experiment", "parent_epoch", "epochs_done"}
+    if experiments.empty or not needed <= set(experiments.columns):
+        return []
+    own = experiments[experiments["name"] == name]
+    done = own["epochs_done"].iloc[0] if len(own) else None
+    done = int(done) if done is not None and pd.notna(done) else 0
+    children = experiments[(experiments["lineage_mode"] == "resume") & (experiments["parent_experiment"] == name)]
+    return [str(child) for child, epoch in zip(children["name"], children["parent_epoch"])
+            if pd.notna(epoch) and int(epoch) >= done]
