@@ -24,7 +24,7 @@ import streamlit as st
 from pages.common import (ensure_navigation, flash, follow_running, models_root, page_title, refusal,
                           selected_experiments, set_selected_experiments, signed_in)
 from training import experiment_notes
-from training.dashboard import catalog, evaluation, experiment_removal
+from training.dashboard import catalog, experiment_removal
 from training.dashboard.hparams_view import hparams_figure
 from training.dashboard.run_labels import short_labels
 from training.dashboard.settings import models_root_notice
@@ -74,7 +74,7 @@ COLUMN_CONFIG = {
 # about one os.stat per file; no st.cache_data on top (it would hide runs that change on disk).
 
 def load_experiments(root: Path) -> pd.DataFrame:
-    return evaluation.with_best_eval(catalog.scan_experiments(root), root)
+    return catalog.scan_experiments(root)  # best_eval_eer and tags included (read once per folder change)
 
 
 # --- components ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from training.checkpoint import resumable
 from training.checkpoint.fsutil import sidecar_path
 from training.checkpoint.meta import read_checkpoint_info
 from training.checkpoint.sidecar import clear_damage_mark, mark_damaged, verify_checkpoint_file
-from training.dashboard import folder_memo, history, scan
+from training.dashboard import evaluation, folder_memo, history, scan
 from training.dashboard.history import (HISTORY_COLUMNS, LOG_NAME, as_epoch, best_result, experiment_history,
                                         history_rows, own_history, read_histories_ahead, run_lineage)
 from training.dashboard.protection import delete_checkpoints, protected_checkpoints
@@ -66,7 +66,7 @@ HYPERPARAMETER_KEYS: dict[str, str] = {
 EXPERIMENT_COLUMNS = (
     "name", "path", *HYPERPARAMETER_KEYS, "epochs_done", "best_val_eer", "best_epoch",
     "latest_val_eer", "latest_val_acc", "val_eer_history", "checkpoints", "size_bytes", "modified",
-    "status", "has_lineage", "lineage_mode", "parent_experiment", "parent_epoch", "tags",
+    "status", "has_lineage", "lineage_mode", "parent_experiment", "parent_epoch", "tags", "best_eval_eer",
 )
 
 
@@ -136,7 +136,9 @@ def _experiment_row(root: Path, name: str, checkpoints: list[ScannedCheckpoint])
         "has_lineage": bool(lineage), "lineage_mode": lineage.get("mode"),
         "parent_experiment": lineage.get("parent_experiment"),
         "parent_epoch": as_epoch(lineage.get("parent_epoch")),
-        "tags": experiment_notes.tags_text(exp_dir),  # notes.json is replaced by a rename: the memo sees it
+        # notes.json and eval/*.metrics.json are placed by a rename: the memo's folder keys see them
+        "tags": experiment_notes.tags_text(exp_dir),
+        "best_eval_eer": evaluation.best_eval_text(evaluation.experiment_results(root, name)),
     }
     paths = folder_memo.watched_paths(str(exp_dir), subdirs, LOG_NAME, LOCK_NAME)
     return folder_memo.FolderEntry(folder_memo.key_of(paths), paths, (), row,
@@ -147,7 +149,7 @@ _EXPERIMENT_DTYPES = {
     "name": "str", "path": "str", "epochs_done": "Int64", "best_val_eer": "float64", "best_epoch": "Int64",
     "latest_val_eer": "float64", "latest_val_acc": "float64", "checkpoints": "Int64", "size_bytes": "int64",
     "modified": "datetime", "status": "str", "has_lineage": "bool", "parent_epoch": "Int64",
-    "tags": "str",
+    "tags": "str", "best_eval_eer": "str",
 }
 
 

@@ -395,18 +395,8 @@ def labelled_scores(result: EvalResult) -> LabelledScores:
 
 
 # --- eval EER next to the validation EER (Experiments and Checkpoints pages) ------------------------------
-
-BEST_EVAL_COLUMN = "best_eval_eer"
-
-
-def with_best_eval(experiments: pd.DataFrame, models_root: Path | str) -> pd.DataFrame:
-    """The experiments table plus ``best_eval_eer``: per set, the lowest pooled EER of its
-    evaluated checkpoints (text, since an experiment may be scored on several sets)."""
-    out = experiments.copy()
-    names = out["name"].astype(str) if "name" in out else pd.Series(dtype=str)
-    out[BEST_EVAL_COLUMN] = [best_eval_text(experiment_results(models_root, n)) for n in names]
-    return out
-
+# The Experiments table's best_eval_eer column is built by the catalog's scan (best_eval_text), once per
+# folder change.
 
 def with_eval_columns(rows: pd.DataFrame, models_root: Path | str, experiment: str) -> pd.DataFrame:
     """One experiment's checkpoint rows plus an ``eval EER <set>`` column per set it was scored on,
