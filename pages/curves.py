@@ -119,7 +119,8 @@ def charts_view(root: Path, chosen: list[str], all_names: list[str], smoothing: 
     steps = {n: f for n, f in steps.items() if len(f)}
     colors = experiment_colors([*plotted, *chosen])  # the metric charts colour the plotted runs in this order
     figures, step_figure, markers = story.curves_figures(plotted, steps, smoothing, log_eer, axis, colors, labels)
-    draw_grid([(f"chart_{key}", figure) for key, figure in figures])
+    if plotted:  # no finished epoch yet: no per-epoch axes (plotly's empty ones run from -1), the step chart alone
+        draw_grid([(f"chart_{key}", figure) for key, figure in figures])
     if step_figure is not None:
         st.plotly_chart(step_figure, key="chart_steps", width="stretch")
     if axis == "step" and set(plotted) - set(steps):

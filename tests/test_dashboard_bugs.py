@@ -315,7 +315,7 @@ def test_ten_runs_get_a_compact_legend_of_short_labels_beside_the_chart(ten_runs
     root, names = ten_runs
     at = open_page(root, "pages/curves.py", exp=names)
     figures = plotly_figures(at)
-    assert len(figures) == 4
+    assert len(figures) == 6  # the four metric charts, learning rate and epoch time (no step log here)
     for fig in figures:
         legend = fig["layout"]["legend"]
         entries = [t["name"] for t in fig["data"] if t.get("showlegend", True)]

@@ -297,15 +297,17 @@ def test_pickers_of_many_options_are_narrowed_by_typing(root: Path, monkeypatch)
 
     monkeypatch.setattr(views, "PICKER_LIMIT", 2)  # every picker of the page has more options than that
     at = app(root, monkeypatch, "pages/checkpoints.py", exp=[A])
-    assert at.selectbox(key="ckpt_file").options == ["checkpoint_epoch_1_a.pth", "checkpoint_epoch_2_a.pth"]
-    at.text_input(key="ckpt_file_find").input("BEST").run()
-    assert at.selectbox(key="ckpt_file").options == ["checkpoint_epoch_1_a.pth", "best_checkpoint_eer_a.pth"]
-    at.selectbox(key="ckpt_file").select("best_checkpoint_eer_a.pth").run()
-    assert at.selectbox(key="ckpt_file").value == "best_checkpoint_eer_a.pth"
+    best, first, second = "best_checkpoint_eer_a.pth", "checkpoint_epoch_1_a.pth", "checkpoint_epoch_2_a.pth"
+    # the details open on the best checkpoint, offered first beside the picker's bounded list
+    assert at.selectbox(key="ckpt_file").options == [best, first, second]
+    assert at.selectbox(key="ckpt_file").value == best
+    at.text_input(key="ckpt_file_find").input("EPOCH_2").run()
+    assert at.selectbox(key="ckpt_file").options == [best, second]  # the choice stays offered while narrowing
+    at.selectbox(key="ckpt_file").select(second).run()
+    assert at.selectbox(key="ckpt_file").value == second
     assert table_with(at, "argument").set_index("argument").loc["comment", "value"] == "a"
-    at.text_input(key="ckpt_file_find").input("").run()  # the choice stays offered while the text changes
-    assert at.selectbox(key="ckpt_file").options[0] == "best_checkpoint_eer_a.pth"
-    assert at.selectbox(key="ckpt_file").value == "best_checkpoint_eer_a.pth"
+    at.text_input(key="ckpt_file_find").input("").run()  # the choice stays while the text changes
+    assert second in at.selectbox(key="ckpt_file").options and at.selectbox(key="ckpt_file").value == second
     at.text_input(key="ckpt_find").input("_ext").run()
     assert at.selectbox(key="ckpt_exp").options == [A, A_EXT]
 
