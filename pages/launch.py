@@ -139,6 +139,8 @@ def render_fields() -> dict[str, Any]:
 
 def render_preview(plan: lf.LaunchPlan) -> None:
     st.markdown(f"**Experiment folder:** `{plan.experiment}`")
+    if plan.disk:  # the CLI's "Disk:" line (training.checkpoint.disk): what the checkpoints will take
+        st.caption(plan.disk)
     for error in plan.errors:
         st.error(error)
     for warning in plan.warnings:

@@ -283,6 +283,7 @@ def test_launch_with_the_token_is_accepted(root: Path) -> None:
     at = open_launch(root, signed_in=False)
     fill(at, TINY_FORM)
     press(at, "Launch")
+    assert any(t.startswith("Disk: this run keeps up to") for t in texts(at.caption)), "the preview states the disk need"
     at.session_state[dashboard_access.SESSION_KEY] = dashboard_access.server_token()  # signs in
     job = launch_confirmed(at, root)
     assert job.experiment == TRAINED_EXP
