@@ -106,18 +106,28 @@ def launch(models_root: Path | str, mode: str, args: Mapping[str, Any], *,
                  int(exp_args.get("num_epochs") or DEFAULTS["num_epochs"])),
             )
             job_id = int(cur.lastrowid)
-            log_path = jobs_dir(root) / "logs" / f"{job_id}.log"
+            log_path = job_log_path(root, job_id)
             update_job(conn, job_id, log_path=str(log_path))
-        try:
-            pid, start = start_supervisor(db, job_id, log_path)
-        except OSError as exc:
-            with Transaction(conn):
-                update_job(conn, job_id, state="failed", ended_at=time.time(),
-                        error=f"could not start the supervisor: {exc}")
-            raise RuntimeError(f"job {job_id}: could not start the supervisor: {exc}") from exc
+        return supervise(conn, db, job_id, log_path)
+
+
+def job_log_path(root: Path, job_id: int) -> Path:
+    return jobs_dir(root) / "logs" / f"{job_id}.log"
+
+
+def supervise(conn: sqlite3.Connection, db: Path, job_id: int, log_path: Path) -> Job:
+    """Start the supervisor of the job just recorded (train or eval) and record its process; a
+    supervisor that cannot start leaves the job failed, with the reason, and raises."""
+    try:
+        pid, start = start_supervisor(db, job_id, log_path)
+    except OSError as exc:
         with Transaction(conn):
-            update_job(conn, job_id, supervisor_pid=pid, supervisor_start_time=start)
-        return fetch_job(conn, job_id)
+            update_job(conn, job_id, state="failed", ended_at=time.time(),
+                       error=f"could not start the supervisor: {exc}")
+        raise RuntimeError(f"job {job_id}: could not start the supervisor: {exc}") from exc
+    with Transaction(conn):
+        update_job(conn, job_id, supervisor_pid=pid, supervisor_start_time=start)
+    return fetch_job(conn, job_id)
 
 
 def _check_conflicts(conn: sqlite3.Connection, exp_dir: Path) -> None:

@@ -22,8 +22,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from training.jobs.registry import Job, Transaction, connect, db_path, fetch_job, jobs_dir, update_job
-from training.jobs.supervisor import start_supervisor
+from training.jobs.control import job_log_path, supervise
+from training.jobs.registry import Job, Transaction, connect, db_path, update_job
 from training.runs import EVAL_MODE, check_eval_args, eval_flags, program
 
 _BAR = re.compile(r"Scoring:.*?(\d+)/(\d+)")
@@ -76,18 +76,9 @@ def launch_eval(models_root: Path | str, args: Mapping[str, Any], *,
                 " VALUES (?, ?, ?, ?, '', 'queued', ?, 'eval')",
                 (checkpoint.parent.name, str(checkpoint.parent), EVAL_MODE, json.dumps(argv), time.time()))
             job_id = int(cur.lastrowid)
-            log_path = jobs_dir(root) / "logs" / f"{job_id}.log"
+            log_path = job_log_path(root, job_id)
             update_job(conn, job_id, log_path=str(log_path))
-        try:
-            pid, start = start_supervisor(db, job_id, log_path)
-        except OSError as exc:
-            with Transaction(conn):
-                update_job(conn, job_id, state="failed", ended_at=time.time(),
-                           error=f"could not start the supervisor: {exc}")
-            raise RuntimeError(f"job {job_id}: could not start the supervisor: {exc}") from exc
-        with Transaction(conn):
-            update_job(conn, job_id, supervisor_pid=pid, supervisor_start_time=start)
-        return fetch_job(conn, job_id)
+        return supervise(conn, db, job_id, log_path)
 
 
 def scoring_progress(log_text: str) -> tuple[int, int] | None:
