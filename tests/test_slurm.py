@@ -141,8 +141,9 @@ def test_scontrol_requeue_resumes_bit_identical(slurm_partition: str, tmp_path: 
 def test_time_limit_saves_requeues_and_resumes_bit_identical(slurm_partition: str, tmp_path: Path,
                                                              submitted: list[str]) -> None:
     """--timeout_min 1: Slurm sends SIGUSR2 10-40 s into each attempt; the run (about a minute
-    of training) is requeued at least once and ends as the uninterrupted run does."""
-    args = [*SLOW, "--train_size", "128", "--num_epochs", "8", "--comment", "timeout"]
+    of training on an idle machine, more under load: it must outlast the first signal) is
+    requeued at least once and ends as the uninterrupted run does."""
+    args = [*SLOW, "--train_size", "512", "--num_epochs", "10", "--comment", "timeout"]
     root = tmp_path / "models"
     job_id = submit_cli(args, root, slurm_partition, "--timeout_min", "1")
     submitted.append(job_id)

@@ -26,7 +26,7 @@ def _add_reason(out: dict[str, list[str]], name: str, why: str) -> None:
         reasons.append(why)
 
 
-def _job_model_path(argv: list[str]) -> str | None:
+def job_model_path(argv: list[str]) -> str | None:
     """The ``--model_path`` value in an argv (``--model_path X`` or ``--model_path=X``)."""
     for i, arg in enumerate(argv):
         if arg == "--model_path" and i + 1 < len(argv):
@@ -36,7 +36,7 @@ def _job_model_path(argv: list[str]) -> str | None:
     return None
 
 
-def _active_jobs(models_root: Path) -> list[Any]:
+def active_jobs(models_root: Path) -> list[Any]:
     """Active jobs of the registry; [] without one (never creates the registry by reading)."""
     from training.jobs.registry import db_path, list_jobs
 
@@ -79,11 +79,11 @@ def protected_checkpoints(models_root: Path | str, experiment: str) -> dict[str,
     if latest is not None:
         _add_reason(reasons, latest.path.name, "newest checkpoint")
     real_dir = os.path.realpath(exp_dir)
-    for job in _active_jobs(root):
+    for job in active_jobs(root):
         if os.path.realpath(job.exp_dir) == real_dir:
             for ck in checkpoints:
                 _add_reason(reasons, ck.path.name, f"job #{job.id} is {job.state} in this experiment")
-        model_path = _job_model_path(list(job.argv))
+        model_path = job_model_path(list(job.argv))
         if model_path and os.path.dirname(os.path.realpath(model_path)) == real_dir:
             _add_reason(reasons, os.path.basename(os.path.realpath(model_path)),
                         f"used by job #{job.id} ({job.state})")
