@@ -95,6 +95,8 @@ def worker(opts: argparse.Namespace) -> None:
         trainer._setup_data()
         trainer._setup_model()
         trainer._setup_optimizer()
+        if distributed.is_main_process():  # the folder the run's logs go to (the step log, rank 0's)
+            trainer.exp_dir.mkdir(parents=True)
 
         # The bare loop runs under the same torch switches (determinism is one global flag).
         torch.manual_seed(args["seed"])

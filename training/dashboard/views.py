@@ -160,13 +160,18 @@ def args_checkpoints(checkpoints: pd.DataFrame) -> dict[str, Path]:
     resumable_rows = ranked[ranked["kind"].isin(list(RESUMABLE_KINDS)) & ranked["_epoch"].notna()]
     # newest first; ties keep the frame's order, as max() over the rows would
     newest = resumable_rows.sort_values(["_epoch", "_step", "_role", "_mtime"], ascending=False, kind="stable")
-    chosen = dict(zip(*newest.drop_duplicates("experiment")[["experiment", "path"]].T.values))
+    chosen = _path_by_experiment(newest.drop_duplicates("experiment"))
     rank = {"full": 0, "best": 1, "legacy": 2}
     weights = ranked[ranked["kind"].isin(list(WEIGHT_KINDS)) & ~ranked["experiment"].isin(list(chosen))]
     weights = weights.assign(_rank=weights["kind"].map(rank), _epoch=weights["_epoch"].fillna(-1))
     fallback = weights.sort_values(["_rank", "_epoch"], ascending=[True, False], kind="stable")
-    chosen.update(zip(*fallback.drop_duplicates("experiment")[["experiment", "path"]].T.values))
+    chosen.update(_path_by_experiment(fallback.drop_duplicates("experiment")))
     return {str(name): Path(path) for name, path in chosen.items()}
+
+
+def _path_by_experiment(rows: pd.DataFrame) -> dict[str, str]:
+    # two columns as lists: transposing the frame would build one column per row
+    return dict(zip(rows["experiment"].tolist(), rows["path"].tolist()))
 
 
 def _roles(checkpoints: pd.DataFrame) -> pd.Series:
