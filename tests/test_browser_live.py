@@ -29,6 +29,11 @@ STEP_CHART_POINTS = """() => {
 }"""
 
 
+def step_chart_points(page) -> dict:
+    """The step chart's points, waiting through the moments plotly redraws it (no data then)."""
+    return page.wait_for_function(f"() => ({STEP_CHART_POINTS})()", timeout=60_000).json_value()
+
+
 def step_shown(page) -> int:
     text = page.get_by_text(STEP).first.inner_text()
     return int(STEP.search(text).group(1))
@@ -69,10 +74,9 @@ def test_jobs_and_curves_follow_a_running_job_during_its_first_epoch(tmp_path: P
             # Curves: the step-level loss gains points while epoch 1 runs, without a reload.
             page.get_by_text(f"Curves of {EXPERIMENT}").click()
             page.wait_for_url(re.compile(r"/curves\?.*exp="))
-            page.wait_for_function(f"() => ({STEP_CHART_POINTS})() !== null", timeout=60_000)
-            before = page.evaluate(STEP_CHART_POINTS)
-            page.wait_for_function(f"() => ({STEP_CHART_POINTS})().n > {before['n']}", timeout=60_000)
-            after = page.evaluate(STEP_CHART_POINTS)
+            before = step_chart_points(page)
+            page.wait_for_function(f"() => ({STEP_CHART_POINTS})()?.n > {before['n']}", timeout=60_000)
+            after = step_chart_points(page)
             assert after["n"] > before["n"] and after["last"] < 1.0, (before, after)  # inside epoch 1
             screenshot(page, "live_2_curves_gain_points")
     finally:
