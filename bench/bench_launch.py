@@ -38,20 +38,20 @@ from training.proc import is_alive  # noqa: E402
 POLL_S = 0.001
 
 
-def wait_until(predicate, timeout: float = 30.0) -> float:
+def wait_until(predicate, timeout: float = 30.0, poll_s: float = POLL_S) -> float:
     """perf_counter() at the first poll where ``predicate()`` holds."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
         if predicate():
             return time.perf_counter()
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
     raise TimeoutError("condition not reached")
 
 
 def log_has(path: str, text: bytes) -> bool:
     try:
         return text in Path(path).read_bytes()
-    except FileNotFoundError:
+    except OSError:  # not written yet
         return False
 
 

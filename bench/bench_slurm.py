@@ -25,26 +25,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
+from bench_launch import log_has, wait_until as launch_wait_until  # noqa: E402
 from training.jobs import slurm  # noqa: E402
 
 POLL_S = 0.02
 
 
-def wait_until(predicate, timeout: float = 120.0) -> float:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if predicate():
-            return time.perf_counter()
-        time.sleep(POLL_S)
-    raise TimeoutError("condition not reached")
-
-
-def has(path: Path, text: str) -> bool:
-    try:
-        return text in path.read_text(errors="replace")
-    except OSError:
-        return False
+def wait_until(predicate) -> float:
+    return launch_wait_until(predicate, timeout=120.0, poll_s=POLL_S)  # the scheduler polls in seconds
 
 
 def state(job_id: str) -> str:
@@ -59,7 +49,7 @@ def one_launch(root: Path, i: int, partition: str | None) -> tuple[float, float,
     t_returned = time.perf_counter()
     try:
         t_running = wait_until(lambda: state(job.job_id) == "RUNNING")
-        t_started = wait_until(lambda: has(job.log_path, "[slurm] start:"))
+        t_started = wait_until(lambda: log_has(str(job.log_path), b"[slurm] start:"))
     finally:
         subprocess.run(["scancel", job.job_id], capture_output=True)
     return t_returned - t0, t_running - t0, t_started - t0
@@ -73,7 +63,7 @@ def one_bare(folder: Path, i: int, partition: str | None) -> float:
     t0 = time.perf_counter()
     job_id = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
     try:
-        return wait_until(lambda: has(out, "started")) - t0
+        return wait_until(lambda: log_has(str(out), b"started")) - t0
     finally:
         subprocess.run(["scancel", job_id], capture_output=True)
 

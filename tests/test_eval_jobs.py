@@ -59,7 +59,12 @@ def test_launch_eval_refuses_before_recording_anything(tmp_path: Path) -> None:
     ckpt.write_bytes(b"x")
     outside = tmp_path / "elsewhere.pth"
     outside.write_bytes(b"x")
+    (root / "exp" / "link.pth").symlink_to(outside)  # inside by name, outside in fact
     for args, message in [({"model_path": str(outside), "track": "LA", "database_path": str(tmp_path)}, "outside"),
+                          ({"model_path": str(root / "exp" / ".." / ".." / "elsewhere.pth"), "track": "LA",
+                            "database_path": str(tmp_path)}, "outside"),
+                          ({"model_path": str(root / "exp" / "link.pth"), "track": "LA",
+                            "database_path": str(tmp_path)}, "outside"),
                           ({"model_path": str(root / "exp" / "nope.pth"), "track": "LA",
                             "database_path": str(tmp_path)}, "does not exist"),
                           ({"model_path": str(ckpt), "track": "LA", "database_path": str(tmp_path / "none")}, "protocols_path")]:

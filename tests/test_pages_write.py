@@ -375,7 +375,7 @@ def test_progress_and_eta_come_from_the_experiments_log(tmp_path: Path) -> None:
         out.writerow({"epoch": 2, "val_eer": 7.25, "epoch_seconds": 20.0, "timestamp": now - 5, "experiment": TRAINED_EXP})
     job = jobs.Job(id=1, experiment=TRAINED_EXP, exp_dir=str(exp_dir), mode="auto_resume", argv=[], log_path="",
                    state="running", created_at=now - 31, started_at=now - 30, num_epochs=5)
-    progress = job_progress(root, job, now)
+    progress = job_progress(root, job)
     assert (progress.done, progress.total, progress.text, progress.latest_val_eer) == (2, 5, "2/5", 7.25)
     assert progress.fraction == pytest.approx(0.4) and progress.eta_s == pytest.approx(3 * 15.0)
     # A fresh start launched after that log was written: the log is the earlier run's until the

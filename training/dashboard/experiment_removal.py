@@ -17,7 +17,7 @@ import stat
 import time
 from pathlib import Path
 
-from training.dashboard.protection import active_jobs, job_model_path
+from training.dashboard.protection import jobs_using
 from training.dashboard.scan import CatalogError, experiment_dir
 from training.lock import ExperimentBusy, ExperimentLock, describe_holder, read_lock_holder
 from training.naming import ARCHIVE_DIRNAME
@@ -46,13 +46,10 @@ def removal_refusal(models_root: Path | str, experiment: str) -> str | None:
     holder = read_lock_holder(folder)
     if holder is not None:
         return f"{experiment} is running ({describe_holder(holder)})"
-    real = os.path.realpath(folder)
-    for job in active_jobs(root):
-        if os.path.realpath(job.exp_dir) == real:
+    for job, file in jobs_using(root, folder):
+        if file is None:
             return f"job #{job.id} is {job.state} in {experiment}"
-        model_path = job_model_path(list(job.argv))
-        if model_path and os.path.dirname(os.path.realpath(model_path)) == real:
-            return f"job #{job.id} ({job.state}) starts from {os.path.basename(model_path)} in {experiment}"
+        return f"job #{job.id} ({job.state}) starts from {file} in {experiment}"
     return None
 
 

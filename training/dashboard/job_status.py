@@ -120,7 +120,7 @@ def _eta(job: Job, done: int, current: StepRow | None, epoch_seconds: pd.Series,
     return None
 
 
-def job_progress(models_root: Path | str, job: Job, now: float | None = None) -> JobProgress:
+def job_progress(models_root: Path | str, job: Job) -> JobProgress:
     """Progress of ``job`` as its experiment's files show it now. A finished job's is read once
     per state and kept (``_FINISHED``): only active jobs read their history on every refresh; a
     job's progress counts only what happened within its own window (``job_window``)."""
@@ -128,7 +128,7 @@ def job_progress(models_root: Path | str, job: Job, now: float | None = None) ->
         from training.dashboard.eval_job_status import eval_job_progress
         return eval_job_progress(job)
     if job.is_active:
-        return _read_progress(models_root, job, now)
+        return _read_progress(models_root, job)
     key = (str(models_root), job.id, job.state, job.ended_at)
     progress = _FINISHED.get(key)
     if progress is None:
@@ -156,7 +156,7 @@ def visible_jobs(listed: list[Job], page: int, per_page: int = FINISHED_PER_PAGE
     return active + finished[page * per_page:(page + 1) * per_page], pages
 
 
-def _read_progress(models_root: Path | str, job: Job, now: float | None = None) -> JobProgress:
+def _read_progress(models_root: Path | str, job: Job) -> JobProgress:
     done, latest, eta = 0, None, None
     start, end = job_window(job)
     history = pd.DataFrame(columns=catalog.HISTORY_COLUMNS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def _add_reason(out: dict[str, list[str]], name: str, why: str) -> None:
         reasons.append(why)
 
 
-def job_model_path(argv: list[str]) -> str | None:
+def _job_model_path(argv: list[str]) -> str | None:
     """The ``--model_path`` value in an argv (``--model_path X`` or ``--model_path=X``)."""
     for i, arg in enumerate(argv):
         if arg == "--model_path" and i + 1 < len(argv):
@@ -36,13 +37,26 @@ def job_model_path(argv: list[str]) -> str | None:
     return None
 
 
-def active_jobs(models_root: Path) -> list[Any]:
+def _active_jobs(models_root: Path) -> list[Any]:
     """Active jobs of the registry; [] without one (never creates the registry by reading)."""
     from training.jobs.registry import db_path, list_jobs
 
     if not db_path(models_root).is_file():
         return []
     return [job for job in list_jobs(models_root) if job.is_active]
+
+
+def jobs_using(models_root: Path, exp_dir: Path) -> Iterator[tuple[Any, str | None]]:
+    """The active jobs that use the folder: ``(job, None)`` for one that trains in it, ``(job,
+    file)`` for one that starts from the checkpoint ``file`` in it (the rule of both the
+    checkpoints' and the whole experiment's protection)."""
+    real_dir = os.path.realpath(exp_dir)
+    for job in _active_jobs(models_root):
+        if os.path.realpath(job.exp_dir) == real_dir:
+            yield job, None
+        model_path = _job_model_path(list(job.argv))
+        if model_path and os.path.dirname(os.path.realpath(model_path)) == real_dir:
+            yield job, os.path.basename(os.path.realpath(model_path))
 
 
 def protected_checkpoints(models_root: Path | str, experiment: str) -> dict[str, str]:
@@ -78,15 +92,12 @@ def protected_checkpoints(models_root: Path | str, experiment: str) -> dict[str,
     latest = newest or max(checkpoints, key=lambda c: c.info.mtime, default=None)
     if latest is not None:
         _add_reason(reasons, latest.path.name, "newest checkpoint")
-    real_dir = os.path.realpath(exp_dir)
-    for job in active_jobs(root):
-        if os.path.realpath(job.exp_dir) == real_dir:
+    for job, file in jobs_using(root, exp_dir):
+        if file is None:
             for ck in checkpoints:
                 _add_reason(reasons, ck.path.name, f"job #{job.id} is {job.state} in this experiment")
-        model_path = job_model_path(list(job.argv))
-        if model_path and os.path.dirname(os.path.realpath(model_path)) == real_dir:
-            _add_reason(reasons, os.path.basename(os.path.realpath(model_path)),
-                        f"used by job #{job.id} ({job.state})")
+        else:
+            _add_reason(reasons, file, f"used by job #{job.id} ({job.state})")
     return {name: "; ".join(why) for name, why in reasons.items()}
 
 

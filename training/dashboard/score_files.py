@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.evaluation.keys import EvalInputError, score_lines
+
 SCORE_COLUMNS = ["utt_id", "score"]
 # ASCII characters Python's str.split() treats as whitespace besides " ", "\n" and "\r\n", and
 # NUL (which the C parser handles differently from Python): any of them sends a file the slow way.
@@ -122,35 +124,24 @@ def _read_columns(data: bytes, infer_ids: bool) -> pd.DataFrame:
 
 
 def _parse_lines(data: bytes, path: Path) -> ScoreFile:
-    """Line by line, as ``training.evaluation.keys`` reads a score file: the file is accepted
-    exactly when ``--eval_scores`` accepts it (and its scores are finite and trials unique)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ScoreFileError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
+    """Line by line with ``training.evaluation.keys``' own rules (``score_lines``): the file is
+    accepted exactly when ``--eval_scores`` accepts it (and its scores are finite and trials unique)."""
     ids: list[str] = []
     scores: list[float] = []
     first_line: dict[str, int] = {}
-    for lineno, line in enumerate(io.StringIO(text, newline=""), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise ScoreFileError(f"{path} line {lineno}: expected 'trial score' (2 fields), got {len(fields)}: "
-                                 f"'{line.strip()[:120]}'")
-        trial, text_score = fields
-        try:
-            value = float(text_score)
-        except ValueError:
-            raise ScoreFileError(f"{path} line {lineno}: the score '{text_score[:60]}' is not a number") from None
-        if not math.isfinite(value):
-            raise ScoreFileError(f"{path} line {lineno}: the score '{text_score[:60]}' is not a finite number")
-        if trial in first_line:
-            raise ScoreFileError(f"{path} line {lineno}: trial '{trial[:60]}' has a second score "
-                                 f"(first on line {first_line[trial]})")
-        first_line[trial] = lineno
-        ids.append(trial)
-        scores.append(value)
+    handle = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    try:
+        for lineno, trial, value in score_lines(path, handle):
+            if not math.isfinite(value):
+                raise ScoreFileError(f"{path} line {lineno}: the score '{value}' is not a finite number")
+            if trial in first_line:
+                raise ScoreFileError(f"{path} line {lineno}: trial '{trial[:60]}' has a second score "
+                                     f"(first on line {first_line[trial]})")
+            first_line[trial] = lineno
+            ids.append(trial)
+            scores.append(value)
+    except EvalInputError as exc:
+        raise ScoreFileError(str(exc)) from None
     if not ids:
         raise ScoreFileError(f"{path}: the score file is empty")
     return ScoreFile(pd.Index(ids, dtype="str"), np.array(scores, dtype=np.float64))

@@ -314,6 +314,14 @@ def read_score_file(path: str | os.PathLike[str], key: TrialKey) -> np.ndarray:
     return scores
 
 
+def score_lines(path: Path, handle) -> Iterator[tuple[int, str, float]]:
+    """(line number, trial, score) of each non-blank line of the score file open as ``handle``,
+    checked as ``--eval_scores`` checks them (two fields, a number); EvalInputError naming the
+    line otherwise. The dashboard's strict reader (training.dashboard.score_files) uses it too."""
+    for chunk in _score_chunks(path, handle):
+        yield from chunk
+
+
 def _score_chunks(path: Path, handle) -> Iterator[list[tuple[int, str, float]]]:
     chunk: list[tuple[int, str, float]] = []
     for lineno, line in _numbered_lines(path, handle):
